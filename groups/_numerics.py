@@ -1,0 +1,67 @@
+"""Numerical building blocks shared by the groups: Taylor switches, safe divisions, bounded parametrisations."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Below these squared angles the closed forms give way to Taylor expansions. The closed forms are written in
+# half-angle form (no cancellation), so the switch only has to avoid 0/0 and keep gradients accurate.
+_SMALL_ANGLE_SQ = {torch.float64: 1e-6, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+# Softening for axis normalisation: the axis is raw / sqrt(|raw|^2 + eps^2), exact to 1e-6 for |raw| > 1e-3,
+# and its gradient is bounded by 1 / eps instead of diverging at raw = 0.
+_AXIS_SOFTENING = 1e-6
+
+
+def small_angle_mask(theta_sq: torch.Tensor) -> torch.Tensor:
+    """Where `theta_sq` is small enough that the Taylor branch must be used."""
+    return theta_sq < _SMALL_ANGLE_SQ.get(theta_sq.dtype, 1e-3)
+
+
+def where_not(mask: torch.Tensor, value: torch.Tensor, substitute: float = 1.0) -> torch.Tensor:
+    """`value` with `substitute` at `mask`: the inner half of a double `where`.
+
+    The branch a `where` does not select still runs in the backward pass; feeding it a harmless value keeps
+    its gradient from turning into 0 * inf = NaN.
+    """
+    return torch.where(mask, torch.full_like(value, substitute), value)
+
+
+def bounded_vector(raw: torch.Tensor) -> torch.Tensor:
+    """The paper's bounded translation a / sqrt(1 + |a|^2), of norm below 1, overflow-safe for huge `raw`."""
+    scale = raw.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    scaled = raw / scale
+    return scaled / torch.sqrt(scale.reciprocal().square() + scaled.square().sum(dim=-1, keepdim=True))
+
+
+def soft_unit_axis(raw: torch.Tensor) -> torch.Tensor:
+    """A rotation axis from unconstrained `raw`: its direction, tending smoothly to 0 as `raw` does."""
+    scale = raw.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    scaled = raw / scale
+    softening = _AXIS_SOFTENING / scale
+    return scaled / torch.sqrt(scaled.square().sum(dim=-1, keepdim=True) + softening.square())
+
+
+class AngleBound(torch.nn.Module):
+    """Maps an unconstrained scalar to a rotation angle: tanh(z), optionally times a learnable bound.
+
+    With `learnable=True` the bound is pi * sigmoid(b - 5), starting near 0.021 rad (b = 0), as in the
+    paper's angle-bounded SLANTM.
+    """
+
+    def __init__(self, learnable: bool = False):
+        super().__init__()
+        self.learnable = bool(learnable)
+        if self.learnable:
+            self.bound_logit = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        angle = torch.tanh(raw)
+        if self.learnable:
+            angle = angle * (math.pi * torch.sigmoid(self.bound_logit.to(raw) - 5.0))
+        return angle
+
+    def extra_repr(self) -> str:
+        return f"learnable={self.learnable}"

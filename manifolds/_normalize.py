@@ -1,0 +1,19 @@
+"""Overflow-safe, NaN-free normalisation onto unit vectors, shared by the spherical key spaces."""
+
+from __future__ import annotations
+
+import torch
+
+
+def unit_vectors(x: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Normalise the last axis of `x` to unit length; where `x` is exactly zero, return `fallback` instead.
+
+    Dividing by the largest entry first keeps the squared norm from overflowing for huge inputs, and the
+    guarded division keeps both the value and the gradient finite at zero.
+    """
+    scale = x.abs().amax(dim=-1, keepdim=True)
+    is_zero = scale == 0
+    scaled = x / torch.where(is_zero, torch.ones_like(scale), scale)
+    norm = torch.linalg.vector_norm(scaled, dim=-1, keepdim=True)
+    unit = scaled / torch.where(is_zero, torch.ones_like(norm), norm)
+    return torch.where(is_zero, fallback, unit)

@@ -1,0 +1,93 @@
+"""The abstract key space: where a Lie-access memory stores its keys and moves its heads.
+
+A `KeySpace` wraps a geoopt manifold for the geometry geoopt gets right (projection, membership tests) and
+supplies its own distance where geoopt's is numerically unfit for reading memory (see `Sphere`). Points are
+tensors whose last axis holds the key; all leading axes are batch axes and broadcast.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import geoopt
+import torch
+
+# How far off the manifold a point may be and still count as on it; float32 keys drift after many actions.
+_CHECK_TOLERANCE = {torch.float64: 1e-7, torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}
+
+
+def require_int(owner: str, what: str, value, minimum: int) -> None:
+    """Raise `ValueError` unless `value` is an integer of at least `minimum`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{owner}: {what} must be an integer >= {minimum}, got {value!r}")
+
+
+class KeySpace(torch.nn.Module, abc.ABC):
+    """A manifold of memory keys with the distance used to read memory.
+
+    Subclasses set `manifold` and `dim` and implement `dist`, `project`, `random` and `origin`; they may
+    override `dist2` where the squared distance has a cheaper or smoother formula than squaring `dist`.
+    """
+
+    manifold: geoopt.Manifold
+    dim: int
+
+    def __init__(self, manifold: geoopt.Manifold, dim: int):
+        super().__init__()
+        require_int(type(self).__name__, "key dimension", dim, minimum=1)
+        self.manifold = manifold
+        self.dim = dim
+
+    @abc.abstractmethod
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Distance between keys `x` and `y` (broadcasting over leading axes), with a finite gradient at x == y."""
+
+    def dist2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Squared distance; smooth everywhere, which is what the inverse-square and softmax reads need."""
+        return self.dist(x, y).square()
+
+    @abc.abstractmethod
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The projection pi from ambient coordinates onto the key space (paper, section 4.3)."""
+
+    @abc.abstractmethod
+    def random(
+        self,
+        *batch: int,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Random keys of shape `[*batch, dim]`, drawn from a natural distribution on the space."""
+
+    @abc.abstractmethod
+    def origin(
+        self, *batch: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """A fixed reference key, repeated to shape `[*batch, dim]`."""
+
+    def check(self, x: torch.Tensor) -> None:
+        """Raise `ValueError` naming this key space if `x` is not a tensor of keys lying on it.
+
+        Values on the `meta` device cannot be inspected, so there only the shape is checked.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{self!r}: expected a tensor of keys, got {type(x).__name__}")
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"{self!r}: keys need a last axis of size {self.dim}, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{self!r}: keys must be floating point, got {x.dtype}")
+        if x.device.type == "meta" or x.numel() == 0:
+            return
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{self!r}: keys contain NaN or infinite values")
+        tol = _CHECK_TOLERANCE.get(x.dtype, 1e-4)
+        ok, reason = self.manifold.check_point_on_manifold(x.detach(), explain=True, atol=tol, rtol=tol)
+        if not ok:
+            raise ValueError(f"{self!r}: point is not on the key space ({reason})")
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"

@@ -1,0 +1,41 @@
+"""Sampling and comparison helpers for the group tests."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+TOLERANCE = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-4, atol=2e-4)}
+DTYPES = (torch.float32, torch.float64)
+ELEMENT_KINDS = ("uniform", "exp-normal", "near-identity")
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, scale: float = 1.0, **kwargs) -> None:
+    """assert_close with the dtype's tolerance, loosened by `scale`."""
+    tol = TOLERANCE[actual.dtype]
+    torch.testing.assert_close(actual, expected, rtol=tol["rtol"] * scale, atol=tol["atol"] * scale, **kwargs)
+
+
+def algebra_in_ball(group, batch, dtype, generator, fraction: float = 0.9) -> torch.Tensor:
+    """Normal algebra vectors, shrunk where needed to lie within `fraction` of the injectivity radius."""
+    xi = torch.randn(*batch, group.algebra_dim, dtype=dtype, generator=generator)
+    radius = group.injectivity_radius
+    if math.isfinite(radius):
+        norm = torch.linalg.vector_norm(xi, dim=-1, keepdim=True)
+        xi = xi * torch.clamp(fraction * radius / norm, max=1.0)
+    return xi
+
+
+def elements(group, kind: str, batch, dtype, generator) -> torch.Tensor:
+    """Group elements drawn uniformly, as exp of a normal vector, or as exp of a vector of size ~1e-7."""
+    if kind == "uniform":
+        return group.random(*batch, dtype=dtype, generator=generator)
+    xi = torch.randn(*batch, group.algebra_dim, dtype=dtype, generator=generator)
+    return group.exp(xi if kind == "exp-normal" else 1e-7 * xi)
+
+
+def assert_same_element(group, g, h, generator, scale: float = 1.0) -> None:
+    """g and h act identically on a handful of random keys (which pins down an element of a faithful action)."""
+    points = group.key_space.random(5, *([1] * (g.ndim - len(group.element_shape))), dtype=g.dtype, generator=generator)
+    close(group.act(g, points), group.act(h, points), scale=scale)

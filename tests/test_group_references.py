@@ -1,0 +1,142 @@
+"""Each built-in group against independent references: scipy, matrix exponentials, hand-computed examples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from scipy.spatial.transform import Rotation
+
+import groups
+from manifolds import Euclidean, Sphere, Torus
+
+F64 = torch.float64
+
+
+def rodrigues(axis: np.ndarray, angle: float, q: np.ndarray) -> np.ndarray:
+    """The paper's formula: q cos t + (xi x q) sin t + xi <xi, q> (1 - cos t)."""
+    return q * np.cos(angle) + np.cross(axis, q) * np.sin(angle) + axis * (axis @ q) * (1 - np.cos(angle))
+
+
+def quaternion_of(rotation: Rotation) -> torch.Tensor:
+    x, y, z, w = rotation.as_quat()
+    return torch.tensor([w, x, y, z], dtype=F64)
+
+
+@pytest.mark.parametrize("angle", [0.0, 1e-9, 1e-5, 3e-3, 0.7, 2.5, math.pi - 1e-7, math.pi])
+def test_so3_exp_acts_by_rodrigues(angle):
+    so3 = groups.get("so3")
+    rng = np.random.default_rng(0)
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    q = rng.normal(size=3)
+    q /= np.linalg.norm(q)
+    g = so3.exp(torch.tensor(axis * angle))
+    moved = so3.act(g, torch.tensor(q)).numpy()
+    np.testing.assert_allclose(moved, rodrigues(axis, angle, q), atol=1e-14)
+
+
+@pytest.mark.parametrize("angle", [1e-5, 3e-3, 1.0, math.pi - 1e-7, math.pi - 1e-11])
+def test_so3_log_matches_scipy_near_zero_and_pi(angle):
+    so3 = groups.get("so3")
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        axis = rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        rotation = Rotation.from_rotvec(axis * angle)
+        np.testing.assert_allclose(so3.log(quaternion_of(rotation)).numpy(), rotation.as_rotvec(), atol=1e-9)
+
+
+def test_so3_log_at_exactly_pi_is_a_half_turn():
+    so3 = groups.get("so3")
+    half_turn = torch.tensor([0.0, 0.6, 0.0, 0.8], dtype=F64)
+    log = so3.log(half_turn)
+    assert math.isclose(float(log.norm()), math.pi, rel_tol=1e-15)
+    np.testing.assert_allclose(log.numpy() / math.pi, [0.6, 0.0, 0.8], atol=1e-15)
+
+
+def test_so3_float32_log_near_pi_keeps_axis():
+    so3 = groups.get("so3")
+    axis = torch.tensor([2.0, -1.0, 2.0]) / 3
+    log = so3.log(so3.exp(axis * (math.pi - 1e-3)))
+    torch.testing.assert_close(log, axis * (math.pi - 1e-3), atol=1e-5, rtol=1e-5)
+
+
+def test_so3_compose_matches_scipy():
+    so3 = groups.get("so3")
+    a, b = Rotation.random(random_state=2), Rotation.random(random_state=3)
+    composed = so3.compose(quaternion_of(a), quaternion_of(b))
+    points = np.random.default_rng(4).normal(size=(4, 3))
+    np.testing.assert_allclose(so3.act(composed, torch.tensor(points)).numpy(), (a * b).apply(points), atol=1e-13)
+
+
+def test_so3_from_controller_follows_paper():
+    so3 = groups.get("so3")
+    raw = torch.tensor([0.0, 0.0, 5.0, 0.3], dtype=F64)  # axis +z, angle tanh(0.3)
+    moved = so3.act(so3.from_controller(raw), torch.tensor([1.0, 0.0, 0.0], dtype=F64))
+    angle = math.tanh(0.3)
+    np.testing.assert_allclose(moved.numpy(), [math.cos(angle), math.sin(angle), 0.0], atol=1e-6)
+    bounded = groups.get("so3", angle_bound=True)
+    start = math.pi / (1 + math.exp(5))  # pi * sigmoid(0 - 5), about 0.021 rad
+    log = bounded.log(bounded.from_controller(torch.tensor([0.0, 0.0, 1.0, 50.0], dtype=F64)))
+    assert math.isclose(float(log.detach().norm()), start, rel_tol=1e-6)
+
+
+def se2_hat(xi: np.ndarray) -> np.ndarray:
+    vx, vy, omega = xi
+    return np.array([[0.0, -omega, vx], [omega, 0.0, vy], [0.0, 0.0, 0.0]])
+
+
+def se2_matrix(g: torch.Tensor) -> np.ndarray:
+    cos, sin, tx, ty = g.tolist()
+    return np.array([[cos, -sin, tx], [sin, cos, ty], [0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize("omega", [0.0, 1e-8, 1e-4, 0.9, -2.0, math.pi - 1e-6])
+def test_se2_exp_and_log_match_matrix_exponential(omega):
+    se2 = groups.get("se2")
+    xi = np.array([0.7, -1.3, omega])
+    g = se2.exp(torch.tensor(xi))
+    np.testing.assert_allclose(se2_matrix(g), scipy.linalg.expm(se2_hat(xi)), atol=1e-12)
+    np.testing.assert_allclose(se2.log(g).numpy(), xi, atol=1e-9)
+    logm = np.real(scipy.linalg.logm(se2_matrix(g)))
+    np.testing.assert_allclose(se2.log(g).numpy(), [logm[0, 2], logm[1, 2], logm[1, 0]], atol=1e-6)
+
+
+def test_se2_hand_example():
+    se2 = groups.get("se2")
+    quarter_turn_then_shift = torch.tensor([0.0, 1.0, 2.0, 0.0], dtype=F64)  # rotate 90 deg, then move by (2, 0)
+    point = torch.tensor([1.0, 0.0], dtype=F64)
+    np.testing.assert_allclose(se2.act(quarter_turn_then_shift, point).numpy(), [2.0, 1.0], atol=1e-15)
+    inverse = se2.inverse(quarter_turn_then_shift)
+    np.testing.assert_allclose(se2.act(inverse, torch.tensor([2.0, 1.0], dtype=F64)).numpy(), [1.0, 0.0], atol=1e-15)
+
+
+def test_translation_hand_example_and_bound():
+    translation = groups.get("translation", n=2)
+    g = torch.tensor([3.0, 4.0], dtype=F64)
+    np.testing.assert_allclose(translation.from_controller(g).numpy(), [3 / math.sqrt(26), 4 / math.sqrt(26)])
+    huge = translation.from_controller(torch.tensor([3e30, 4e30]))
+    np.testing.assert_allclose(huge.numpy(), [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(translation.interpolate(g, -g, 0.25).numpy(), [1.5, 2.0])
+
+
+def test_torus_translation_hand_example():
+    torus = groups.get("torus", n=2)
+    keys = Torus(2).from_angles(torch.tensor([0.5, 3.0], dtype=F64))
+    moved = torus.act(torch.tensor([0.25, 0.5], dtype=F64), keys)
+    np.testing.assert_allclose(Torus(2).to_angles(moved).numpy(), [0.75, 3.5 - 2 * math.pi], atol=1e-15)
+    # The short way round: from 3.0 to -3.0 rad is a step of 2 pi - 6 through pi, not -6.
+    halfway = torus.interpolate(torch.tensor([0.0, 3.0], dtype=F64), torch.tensor([0.0, -3.0], dtype=F64), 0.5)
+    np.testing.assert_allclose(torch.cos(halfway).numpy(), [1.0, -1.0], atol=1e-15)
+
+
+def test_key_spaces_of_builtins():
+    assert isinstance(groups.get("translation", n=3).key_space, Euclidean)
+    assert groups.get("translation", n=3).key_space.dim == 3
+    assert isinstance(groups.get("so3").key_space, Sphere) and groups.get("so3").key_space.dim == 3
+    assert isinstance(groups.get("se2").key_space, Euclidean) and groups.get("se2").key_space.dim == 2
+    assert isinstance(groups.get("torus", n=3).key_space, Torus) and groups.get("torus", n=3).key_space.dim == 6
