@@ -9,8 +9,7 @@ import torch
 from manifolds import Torus
 from manifolds._random import random_tensor
 
-from ._numerics import bounded_vector
-from .base import LieGroup
+from ._vector import VectorGroup
 
 
 def _wrap(angle: torch.Tensor) -> torch.Tensor:
@@ -18,37 +17,21 @@ def _wrap(angle: torch.Tensor) -> torch.Tensor:
     return torch.atan2(torch.sin(angle), torch.cos(angle))
 
 
-class TorusTranslation(LieGroup, name="torus"):
+class TorusTranslation(VectorGroup, name="torus"):
     """The torus group (R / 2 pi Z)^n acting on `Torus(n)` by rotating circle i by angle g_i.
 
     Elements are angle vectors of size n, meaningful modulo 2 pi; `log` returns the representative in
-    (-pi, pi]. `from_controller` bounds the shift like the paper's translations: a / sqrt(1 + |a|^2) radians.
+    (-pi, pi], and interpolation takes the shorter arc in each circle. `from_controller` bounds the shift
+    like the paper's translations: a / sqrt(1 + |a|^2) radians.
     """
 
     def __init__(self, n: int = 2):
-        space = Torus(n)
-        super().__init__(space, algebra_dim=n, element_shape=(n,), controller_dim=n, injectivity_radius=math.pi)
-
-    def exp(self, xi):
-        """The angles xi themselves."""
-        self._check_trailing(xi, self.algebra_dim, "exp's argument")
-        return xi
+        super().__init__(Torus(n), n, injectivity_radius=math.pi)
 
     def log(self, g):
         """The angles of g wrapped into (-pi, pi]."""
         self._check_element(g)
         return _wrap(g)
-
-    def compose(self, g, h):
-        """Angles add."""
-        self._check_element(g)
-        self._check_element(h)
-        return g + h
-
-    def inverse(self, g):
-        """Negated angles."""
-        self._check_element(g)
-        return -g
 
     def act(self, g, x):
         """Rotate each (cos, sin) pair of `x` by its angle in `g`."""
@@ -60,22 +43,8 @@ class TorusTranslation(LieGroup, name="torus"):
         rotated = torch.stack((cos * first - sin * second, sin * first + cos * second), dim=-1)
         return rotated.flatten(-2)
 
-    def from_controller(self, raw):
-        """A bounded shift of norm below 1 radian."""
-        self._check_trailing(raw, self.controller_dim, "controller output")
-        return bounded_vector(raw)
-
-    def interpolate(self, g0, g1, r):
-        """Along the shorter arc in each circle: g0 + r wrap(g1 - g0)."""
-        self._check_element(g0)
-        self._check_element(g1)
-        return g0 + self._scale_algebra(_wrap(g1 - g0), r)
-
     def random(self, *batch, dtype=None, device=None, generator=None):
         """Uniformly distributed angles in (-pi, pi)."""
         shape = (*batch, self.algebra_dim)
         unit = random_tensor(shape, uniform=True, dtype=dtype, device=device, generator=generator)
         return (2 * unit - 1) * math.pi
-
-    def extra_repr(self) -> str:
-        return f"n={self.algebra_dim}"
