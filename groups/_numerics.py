@@ -10,9 +10,10 @@ import torch
 # half-angle form (no cancellation), so the switch only has to avoid 0/0 and keep gradients accurate.
 _SMALL_ANGLE_SQ = {torch.float64: 1e-6, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
-# Softening for axis normalisation: the axis is raw / sqrt(|raw|^2 + eps^2), exact to 1e-6 for |raw| > 1e-3,
-# and its gradient is bounded by 1 / eps instead of diverging at raw = 0.
-_AXIS_SOFTENING = 1e-6
+# Softening for axis normalisation: the axis is raw / sqrt(|raw|^2 + eps^2), within 5e-7 of unit length for
+# |raw| > 0.1 (a linear layer's outputs are rarely all smaller), and its gradient is bounded by 1 / eps
+# instead of diverging at raw = 0, where the paper's normalisation has no direction to give.
+_AXIS_SOFTENING = 1e-4
 
 
 def small_angle_mask(theta_sq: torch.Tensor) -> torch.Tensor:
@@ -58,6 +59,7 @@ class AngleBound(torch.nn.Module):
             self.bound_logit = torch.nn.Parameter(torch.zeros(()))
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        """The angle for each entry of `raw`."""
         angle = torch.tanh(raw)
         if self.learnable:
             angle = angle * (math.pi * torch.sigmoid(self.bound_logit.to(raw) - 5.0))

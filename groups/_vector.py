@@ -21,9 +21,9 @@ class VectorGroup(LieGroup):
         )
 
     def exp(self, xi):
-        """exp(xi) = xi."""
+        """exp(xi) = xi (a copy, so that editing the result leaves `xi` alone)."""
         self._check_trailing(xi, self.algebra_dim, "exp's argument")
-        return xi
+        return xi.clone()
 
     def compose(self, g, h):
         """g + h."""

@@ -14,6 +14,7 @@ import torch
 
 from manifolds import KeySpace
 from manifolds._random import random_tensor
+from manifolds._tolerance import check_tolerance
 
 from . import registry
 
@@ -82,6 +83,20 @@ class LieGroup(torch.nn.Module, abc.ABC):
         Follows the paper's parametrisation, and is finite with finite gradients for every finite input.
         """
 
+    def check(self, g: torch.Tensor) -> None:
+        """Raise `ValueError` naming this group if `g` is not a tensor of its elements.
+
+        Operations trust their inputs, for speed; call this where elements come from outside. A subclass with
+        constraints on its elements (unit quaternions, say) extends it. On `meta` only the shape is checked.
+        """
+        if not isinstance(g, torch.Tensor):
+            raise ValueError(f"{self!r}: expected a tensor of group elements, got {type(g).__name__}")
+        self._check_element(g)
+        if not g.is_floating_point():
+            raise ValueError(f"{self!r}: elements must be floating point, got {g.dtype}")
+        if g.device.type != "meta" and not bool(torch.isfinite(g).all()):
+            raise ValueError(f"{self!r}: elements contain NaN or infinite values")
+
     # --- generic defaults -------------------------------------------------------------------------------
 
     def identity(self, *batch: int, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
@@ -106,8 +121,16 @@ class LieGroup(torch.nn.Module, abc.ABC):
     def _scale_algebra(self, xi: torch.Tensor, r: float | torch.Tensor) -> torch.Tensor:
         """`r * xi` with `r` broadcast over the batch axes of `xi`."""
         if isinstance(r, torch.Tensor):
-            r = r.to(dtype=xi.dtype).unsqueeze(-1)
+            r = r.to(device=xi.device, dtype=xi.dtype).unsqueeze(-1)
         return r * xi
+
+    def _check_unit(self, part: torch.Tensor, what: str) -> None:
+        """Raise unless `part` has unit norm along its last axis (to the dtype's tolerance)."""
+        if part.device.type == "meta" or part.numel() == 0:
+            return
+        error = (torch.linalg.vector_norm(part, dim=-1) - 1).abs().max()
+        if error > check_tolerance(part.dtype):
+            raise ValueError(f"{self!r}: not a group element, {what} is off unit norm by {float(error):.3g}")
 
     def _check_trailing(self, tensor: torch.Tensor, size: int, what: str) -> None:
         if tensor.ndim == 0 or tensor.shape[-1] != size:

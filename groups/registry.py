@@ -15,8 +15,13 @@ def register(name: str, cls: type[LieGroup]) -> type[LieGroup]:
     """Make `cls` available as `get(name)`. Registering a second class under a taken name is an error."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"group name must be a non-empty string, got {name!r}")
+    # Read the markers directly: at class creation, ABCMeta has not yet filled in __abstractmethods__.
+    missing = sorted(attr for attr in dir(cls) if getattr(getattr(cls, attr, None), "__isabstractmethod__", False))
+    if missing:
+        raise TypeError(f"cannot register abstract group {cls.__name__} as {name!r}: it lacks {', '.join(missing)}")
     known = _REGISTRY.get(name)
-    if known is not None and known.__qualname__ != cls.__qualname__:
+    same_definition = known is not None and (known.__module__, known.__qualname__) == (cls.__module__, cls.__qualname__)
+    if known is not None and not same_definition:  # a re-executed module may register its class again
         raise ValueError(f"group name {name!r} is already taken by {known.__module__}.{known.__qualname__}")
     _REGISTRY[name] = cls
     return cls

@@ -60,7 +60,7 @@ class SE2(LieGroup, name="se2"):
         return torch.stack(_exp_parts(*xi.unbind(dim=-1)), dim=-1)
 
     def log(self, g):
-        """(V(theta)^-1 t, theta) with theta in (-pi, pi]."""
+        """(V(theta)^-1 t, theta) with theta in [-pi, pi]."""
         self._check_element(g)
         return torch.stack(_log_parts(*g.unbind(dim=-1)), dim=-1)
 
@@ -71,7 +71,7 @@ class SE2(LieGroup, name="se2"):
         c0, s0, x0, y0 = g0.unbind(dim=-1)
         c1, s1, x1, y1 = g1.unbind(dim=-1)
         if isinstance(r, torch.Tensor):
-            r = r.to(dtype=g0.dtype)
+            r = r.to(device=g0.device, dtype=g0.dtype)
         # g0^-1 g1 = (R0^T R1, R0^T (t1 - t0))
         delta = (*_rotate(c0, -s0, c1, s1), *_rotate(c0, -s0, x1 - x0, y1 - y0))
         vx, vy, theta = _log_parts(*delta)
@@ -111,6 +111,11 @@ class SE2(LieGroup, name="se2"):
         shift = bounded_vector(raw[..., :2])
         angle = self.angle(raw[..., 2])
         return torch.cat((torch.cos(angle)[..., None], torch.sin(angle)[..., None], shift), dim=-1)
+
+    def check(self, g):
+        """Raise `ValueError` unless the rotation part (cos, sin) of `g` has unit norm."""
+        super().check(g)
+        self._check_unit(g[..., :2], "the rotation (cos, sin)")
 
     def random(self, *batch, dtype=None, device=None, generator=None):
         """A uniform rotation angle and a standard normal translation."""

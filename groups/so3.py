@@ -48,8 +48,10 @@ class SO3(LieGroup, name="so3"):
         vec_sq = vec.square().sum(dim=-1, keepdim=True)
         small = small_angle_mask(vec_sq)
         vec_norm = torch.sqrt(where_not(small, vec_sq))
+        # 2 atan(x) / (x w) with x = |v| / w, and its series 2 / w (1 - x^2 / 3 + x^4 / 5) near x = 0.
         real_safe = where_not(~small, real)
-        taylor = 2 / real_safe - (2 / 3) * vec_sq / real_safe**3
+        ratio_sq = vec_sq / real_safe.square()
+        taylor = 2 / real_safe * (1 - ratio_sq / 3 + ratio_sq.square() / 5)
         factor = torch.where(small, taylor, 2 * torch.atan2(vec_norm, real) / vec_norm)
         return factor * vec
 
@@ -87,7 +89,7 @@ class SO3(LieGroup, name="so3"):
         self._check_element(g0)
         self._check_element(g1)
         if isinstance(r, torch.Tensor):
-            r = r.to(dtype=g0.dtype).unsqueeze(-1)
+            r = r.to(device=g0.device, dtype=g0.dtype).unsqueeze(-1)
         g1 = torch.where((g0 * g1).sum(dim=-1, keepdim=True) < 0, -g1, g1)  # the shorter of the two arcs
         chord = torch.linalg.vector_norm(g1 - g0, dim=-1, keepdim=True)
         omega = 2 * torch.atan2(chord, torch.linalg.vector_norm(g1 + g0, dim=-1, keepdim=True))
@@ -95,8 +97,10 @@ class SO3(LieGroup, name="so3"):
         small = small_angle_mask(omega_sq)
         sin_omega = torch.sin(where_not(small, omega))
 
-        def weight(c):  # sin(c Omega) / sin(Omega), with its series c (1 - (c^2 - 1) Omega^2 / 6) near 0
-            return torch.where(small, c * (1 - (c * c - 1) * omega_sq / 6), torch.sin(c * omega) / sin_omega)
+        def weight(c):  # sin(c Omega) / sin(Omega), and its series in Omega^2 near 0
+            c_sq = c * c
+            series = c * (1 - (c_sq - 1) * omega_sq / 6 + (3 * c_sq * c_sq - 10 * c_sq + 7) * omega_sq.square() / 360)
+            return torch.where(small, series, torch.sin(c * omega) / sin_omega)
 
         return weight(1 - r) * g0 + weight(r) * g1
 
@@ -104,6 +108,11 @@ class SO3(LieGroup, name="so3"):
         """exp(axis * angle), axis from raw[..., :3], angle from raw[..., 3]."""
         self._check_trailing(raw, 4, "controller output")
         return self.exp(soft_unit_axis(raw[..., :3]) * self.angle(raw[..., 3:]))
+
+    def check(self, g):
+        """Raise `ValueError` unless `g` holds unit quaternions."""
+        super().check(g)
+        self._check_unit(g, "the quaternion")
 
     def identity(self, *batch, dtype=None, device=None):
         """The quaternion (1, 0, 0, 0)."""

@@ -13,7 +13,7 @@ from ._vector import VectorGroup
 
 
 def _wrap(angle: torch.Tensor) -> torch.Tensor:
-    """Angles mapped into (-pi, pi], smoothly (no gradient jump away from the seam)."""
+    """Angles mapped into [-pi, pi], smoothly (no gradient jump away from the seam)."""
     return torch.atan2(torch.sin(angle), torch.cos(angle))
 
 
@@ -21,7 +21,7 @@ class TorusTranslation(VectorGroup, name="torus"):
     """The torus group (R / 2 pi Z)^n acting on `Torus(n)` by rotating circle i by angle g_i.
 
     Elements are angle vectors of size n, meaningful modulo 2 pi; `log` returns the representative in
-    (-pi, pi], and interpolation takes the shorter arc in each circle. `from_controller` bounds the shift
+    [-pi, pi], and interpolation takes the shorter arc in each circle. `from_controller` bounds the shift
     like the paper's translations: a / sqrt(1 + |a|^2) radians.
     """
 
@@ -29,7 +29,7 @@ class TorusTranslation(VectorGroup, name="torus"):
         super().__init__(Torus(n), n, injectivity_radius=math.pi)
 
     def log(self, g):
-        """The angles of g wrapped into (-pi, pi]."""
+        """The angles of g wrapped into [-pi, pi]."""
         self._check_element(g)
         return _wrap(g)
 

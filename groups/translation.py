@@ -20,9 +20,9 @@ class Translation(VectorGroup, name="translation"):
         super().__init__(Euclidean(n), n, injectivity_radius=math.inf)
 
     def log(self, g):
-        """log(g) = g."""
+        """log(g) = g (a copy)."""
         self._check_element(g)
-        return g
+        return g.clone()
 
     def act(self, g, x):
         """x + g."""

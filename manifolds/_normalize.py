@@ -8,11 +8,12 @@ import torch
 def unit_vectors(x: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
     """Normalise the last axis of `x` to unit length; where `x` is exactly zero, return `fallback` instead.
 
-    Dividing by the largest entry first keeps the squared norm from overflowing for huge inputs, and the
-    guarded division keeps both the value and the gradient finite at zero.
+    Dividing by the largest entry first keeps the squared norm from overflowing for huge inputs. Vectors
+    shorter than sqrt of the dtype's smallest normal number count as zero: below that, 1 / |x| and the
+    gradient of x / |x| would overflow.
     """
     scale = x.abs().amax(dim=-1, keepdim=True)
-    is_zero = scale == 0
+    is_zero = scale <= torch.finfo(x.dtype).tiny ** 0.5
     scaled = x / torch.where(is_zero, torch.ones_like(scale), scale)
     norm = torch.linalg.vector_norm(scaled, dim=-1, keepdim=True)
     unit = scaled / torch.where(is_zero, torch.ones_like(norm), norm)

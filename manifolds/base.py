@@ -12,11 +12,10 @@ import abc
 import geoopt
 import torch
 
-# How far off the manifold a point may be and still count as on it; float32 keys drift after many actions.
-_CHECK_TOLERANCE = {torch.float64: 1e-7, torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}
+from ._tolerance import check_tolerance
 
 
-def require_int(owner: str, what: str, value, minimum: int) -> None:
+def _require_int(owner: str, what: str, value, minimum: int) -> None:
     """Raise `ValueError` unless `value` is an integer of at least `minimum`."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{owner}: {what} must be an integer >= {minimum}, got {value!r}")
@@ -34,7 +33,7 @@ class KeySpace(torch.nn.Module, abc.ABC):
 
     def __init__(self, manifold: geoopt.Manifold, dim: int):
         super().__init__()
-        require_int(type(self).__name__, "key dimension", dim, minimum=1)
+        _require_int(type(self).__name__, "key dimension", dim, minimum=1)
         self.manifold = manifold
         self.dim = dim
 
@@ -66,6 +65,11 @@ class KeySpace(torch.nn.Module, abc.ABC):
     ) -> torch.Tensor:
         """A fixed reference key, repeated to shape `[*batch, dim]`."""
 
+    def _check_shape(self, *keys: torch.Tensor) -> None:
+        for x in keys:
+            if x.ndim == 0 or x.shape[-1] != self.dim:
+                raise ValueError(f"{self!r}: keys need a last axis of size {self.dim}, got shape {tuple(x.shape)}")
+
     def check(self, x: torch.Tensor) -> None:
         """Raise `ValueError` naming this key space if `x` is not a tensor of keys lying on it.
 
@@ -73,15 +77,14 @@ class KeySpace(torch.nn.Module, abc.ABC):
         """
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{self!r}: expected a tensor of keys, got {type(x).__name__}")
-        if x.ndim == 0 or x.shape[-1] != self.dim:
-            raise ValueError(f"{self!r}: keys need a last axis of size {self.dim}, got shape {tuple(x.shape)}")
+        self._check_shape(x)
         if not x.is_floating_point():
             raise ValueError(f"{self!r}: keys must be floating point, got {x.dtype}")
         if x.device.type == "meta" or x.numel() == 0:
             return
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{self!r}: keys contain NaN or infinite values")
-        tol = _CHECK_TOLERANCE.get(x.dtype, 1e-4)
+        tol = check_tolerance(x.dtype)
         ok, reason = self.manifold.check_point_on_manifold(x.detach(), explain=True, atol=tol, rtol=tol)
         if not ok:
             raise ValueError(f"{self!r}: point is not on the key space ({reason})")

@@ -20,14 +20,17 @@ class Euclidean(KeySpace):
 
     def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Euclidean distance |x - y|; its gradient at x == y is 0."""
+        self._check_shape(x, y)
         return torch.linalg.vector_norm(x - y, dim=-1)
 
     def dist2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Squared Euclidean distance |x - y|^2."""
+        self._check_shape(x, y)
         return (x - y).square().sum(dim=-1)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """R^n is its own ambient space, so the projection is the identity."""
+        self._check_shape(x)
         return x
 
     def random(self, *batch, dtype=None, device=None, generator=None) -> torch.Tensor:

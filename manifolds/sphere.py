@@ -7,7 +7,7 @@ import torch
 
 from ._normalize import unit_vectors
 from ._random import random_tensor
-from .base import KeySpace, require_int
+from .base import KeySpace, _require_int
 
 DISTANCES = ("chordal", "geodesic")
 
@@ -23,12 +23,13 @@ class Sphere(KeySpace):
     def __init__(self, n: int = 3, distance: str = "chordal"):
         if distance not in DISTANCES:
             raise ValueError(f"Sphere: unknown distance {distance!r}; choose one of {', '.join(DISTANCES)}")
-        require_int("Sphere", "ambient dimension n", n, minimum=2)
+        _require_int("Sphere", "ambient dimension n", n, minimum=2)
         super().__init__(geoopt.Sphere(), n)
         self.distance = distance
 
     def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Chordal or geodesic distance, as chosen at construction."""
+        self._check_shape(x, y)
         chord = torch.linalg.vector_norm(x - y, dim=-1)
         if self.distance == "chordal":
             return chord
@@ -36,12 +37,14 @@ class Sphere(KeySpace):
 
     def dist2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Squared distance; for the chordal distance a plain sum of squares."""
+        self._check_shape(x, y)
         if self.distance == "chordal":
             return (x - y).square().sum(dim=-1)
         return self.dist(x, y).square()
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """L2 normalisation; the zero vector, where pi is undefined, maps to the origin."""
+        self._check_shape(x)
         return unit_vectors(x, self.origin(dtype=x.dtype, device=x.device))
 
     def random(self, *batch, dtype=None, device=None, generator=None) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ pytestmark = pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_operations_on_cuda_match_cpu(group, dtype):
     cuda = torch.device("cuda")
-    group_gpu = group.to(cuda)
+    group_gpu = copy.deepcopy(group).to(cuda)  # the fixture's group is shared with CPU tests
     generator = torch.Generator().manual_seed(0)
     g = group.random(8, dtype=dtype, generator=generator)
     h = group.random(8, dtype=dtype, generator=generator)
@@ -26,9 +28,11 @@ def test_operations_on_cuda_match_cpu(group, dtype):
         "dist": lambda grp, a, b, p, r: grp.key_space.dist(p, grp.key_space.project(p + 0.1)),
     }
     for name, fn in cases.items():
-        expected = fn(group.cpu(), g, h, x, raw)
-        got = fn(group_gpu.to(cuda), g.to(cuda), h.to(cuda), x.to(cuda), raw.to(cuda))
+        expected = fn(group, g, h, x, raw)
+        got = fn(group_gpu, g.to(cuda), h.to(cuda), x.to(cuda), raw.to(cuda))
         assert got.device.type == "cuda", name
         torch.testing.assert_close(got.cpu(), expected.detach(), msg=lambda m, name=name: f"{name}: {m}")
-    assert group.random(3, device=cuda, dtype=dtype).device.type == "cuda"
+    assert group_gpu.random(3, device=cuda, dtype=dtype).device.type == "cuda"
+    ratios = torch.rand(8, dtype=dtype)  # a CPU tensor of ratios follows the elements to the GPU
+    assert group_gpu.interpolate(g.to(cuda), h.to(cuda), ratios).device.type == "cuda"
     assert group.key_space.random(3, device=cuda, generator=torch.Generator().manual_seed(1)).device.type == "cuda"

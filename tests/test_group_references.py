@@ -50,6 +50,15 @@ def test_so3_log_matches_scipy_near_zero_and_pi(angle):
         np.testing.assert_allclose(so3.log(quaternion_of(rotation)).numpy(), rotation.as_rotvec(), atol=1e-9)
 
 
+def test_so3_log_is_the_same_for_both_quaternions_of_a_rotation():
+    so3 = groups.get("so3")
+    rotations = Rotation.random(50, random_state=5)
+    quaternions = torch.tensor(rotations.as_quat()[:, [3, 0, 1, 2]])
+    expected = rotations.as_rotvec()  # angles in [0, pi]
+    np.testing.assert_allclose(so3.log(quaternions).numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(so3.log(-quaternions).numpy(), expected, atol=1e-12)
+
+
 def test_so3_log_at_exactly_pi_is_a_half_turn():
     so3 = groups.get("so3")
     half_turn = torch.tensor([0.0, 0.6, 0.0, 0.8], dtype=F64)
@@ -83,6 +92,23 @@ def test_so3_from_controller_follows_paper():
     start = math.pi / (1 + math.exp(5))  # pi * sigmoid(0 - 5), about 0.021 rad
     log = bounded.log(bounded.from_controller(torch.tensor([0.0, 0.0, 1.0, 50.0], dtype=F64)))
     assert math.isclose(float(log.detach().norm()), start, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("angle_bound", [False, True])
+def test_se2_from_controller_follows_paper(angle_bound):
+    se2 = groups.get("se2", angle_bound=angle_bound)
+    raw = torch.tensor([3.0, -4.0, 0.8], dtype=F64)
+    angle = math.tanh(0.8) * (math.pi / (1 + math.exp(5)) if angle_bound else 1.0)
+    expected = [math.cos(angle), math.sin(angle), 3 / math.sqrt(26), -4 / math.sqrt(26)]
+    np.testing.assert_allclose(se2.from_controller(raw).detach().numpy(), expected, rtol=1e-12)
+
+
+def test_so3_check_rejects_non_unit_quaternions_and_se2_bad_rotations():
+    with pytest.raises(ValueError, match=r"SO3\(.*quaternion is off unit norm"):
+        groups.get("so3").check(torch.tensor([2.0, 0.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match=r"SE2\(.*rotation .* off unit norm"):
+        groups.get("se2").check(torch.tensor([2.0, 0.0, 0.0, 0.0]))
+    groups.get("se2").check(torch.tensor([0.6, 0.8, 5.0, -3.0]))
 
 
 def se2_hat(xi: np.ndarray) -> np.ndarray:

@@ -88,13 +88,25 @@ def test_projection_lands_on_the_space(space):
 
 
 @pytest.mark.parametrize("space_cls", [Sphere, Torus])
-def test_projection_of_zero_and_huge_vectors_is_finite(space_cls):
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_projection_of_zero_tiny_and_huge_vectors_is_finite(space_cls, dtype):
     space = space_cls()
-    ambient = torch.zeros(2, space.dim).index_fill_(0, torch.tensor([1]), 1e30).requires_grad_(True)
+    magnitudes = torch.tensor([0.0, 1e-45, 1e-39, 1e-30, 1.0, 1e30], dtype=dtype)
+    ambient = (magnitudes[:, None] * torch.linspace(1.0, 0.5, space.dim, dtype=dtype)).requires_grad_(True)
     projected = space.project(ambient)
     space.check(projected)
-    (grad,) = torch.autograd.grad(projected.sum(), ambient)
-    assert torch.isfinite(grad).all()
+    for output in range(space.dim):  # every row of the Jacobian, not just its sum
+        (grad,) = torch.autograd.grad(projected[:, output].sum(), ambient, retain_graph=True)
+        assert torch.isfinite(grad).all()
+
+
+def test_distances_refuse_keys_of_the_wrong_size():
+    with pytest.raises(ValueError, match=r"Euclidean\(n=2\).*last axis of size 2"):
+        Euclidean(2).dist(torch.ones(3), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"Sphere\(n=3.*last axis of size 3"):
+        Sphere(3).dist2(torch.ones(5), torch.zeros(5))
+    with pytest.raises(ValueError, match=r"Torus\(n=2\).*last axis of size 4"):
+        Torus(2).project(torch.ones(3))
 
 
 def test_sphere_projection_is_normalisation():

@@ -66,6 +66,21 @@ def test_subclass_registers_itself_and_name_clash_is_refused():
             pass
 
 
+def test_same_name_from_another_module_is_refused_and_abstract_classes_are_not_registered():
+    namespace = {"__name__": "someone_elses_module"}
+    code = "from groups import Translation\nclass SO3(Translation, name='so3'):\n    pass\n"
+    with pytest.raises(ValueError, match=r"'so3' is already taken by groups.so3.SO3"):
+        exec(code, namespace)
+    assert type(groups.get("so3")).__module__ == "groups.so3"
+    with pytest.raises(TypeError, match=r"abstract group Half.*exp"):
+
+        class Half(LieGroup, name="test-half"):
+            def log(self, g):
+                return g
+
+    assert "test-half" not in groups.names()
+
+
 def test_custom_group_example_is_registered():
     so2 = groups.get("so2")  # loaded by conftest from examples/custom_group.py
     quarter = so2.exp(torch.tensor([math.pi / 2], dtype=torch.float64))
