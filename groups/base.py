@@ -23,8 +23,9 @@ class LieGroup(torch.nn.Module, abc.ABC):
     """A Lie group acting by isometries on `key_space`.
 
     Subclassing with a name registers the group: `class SO2(LieGroup, name="so2")` makes `groups.get("so2")`
-    build it, and the memory, models and property tests then accept it. A group is an `nn.Module` so that a
-    learnable part of its controller parametrisation (an angle bound, say) trains with the model.
+    build it, the property tests check it, and code written against `LieGroup` accepts it. A group is an
+    `nn.Module` so that a learnable part of its controller parametrisation (an angle bound, say) trains with
+    the model.
 
     Attributes:
         key_space: the space the group acts on.

@@ -1,8 +1,8 @@
 """Key spaces for Lie-access memory: manifolds whose points address memory slots, built on geoopt."""
 
-from .base import KeySpace
+from .base import ChordalKeySpace, KeySpace
 from .euclidean import Euclidean
 from .sphere import Sphere
 from .torus import Torus
 
-__all__ = ["Euclidean", "KeySpace", "Sphere", "Torus"]
+__all__ = ["ChordalKeySpace", "Euclidean", "KeySpace", "Sphere", "Torus"]

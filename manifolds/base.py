@@ -94,3 +94,17 @@ class KeySpace(torch.nn.Module, abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class ChordalKeySpace(KeySpace):
+    """A key space embedded in R^dim whose reading distance is the chordal one, |x - y| in the embedding."""
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Chordal distance |x - y|; its gradient at x == y is 0."""
+        self._check_shape(x, y)
+        return torch.linalg.vector_norm(x - y, dim=-1)
+
+    def dist2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Squared chordal distance |x - y|^2, a plain sum of squares."""
+        self._check_shape(x, y)
+        return (x - y).square().sum(dim=-1)

@@ -6,10 +6,10 @@ import geoopt
 import torch
 
 from ._random import random_tensor
-from .base import KeySpace
+from .base import ChordalKeySpace
 
 
-class Euclidean(KeySpace):
+class Euclidean(ChordalKeySpace):
     """Keys in R^n with the Euclidean distance.
 
     Wraps `geoopt.Euclidean(ndim=1)`: with geoopt's default `ndim=0` the distance would be element-wise.
@@ -17,16 +17,6 @@ class Euclidean(KeySpace):
 
     def __init__(self, n: int = 2):
         super().__init__(geoopt.Euclidean(ndim=1), n)
-
-    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Euclidean distance |x - y|; its gradient at x == y is 0."""
-        self._check_shape(x, y)
-        return torch.linalg.vector_norm(x - y, dim=-1)
-
-    def dist2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Squared Euclidean distance |x - y|^2."""
-        self._check_shape(x, y)
-        return (x - y).square().sum(dim=-1)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """R^n is its own ambient space, so the projection is the identity."""

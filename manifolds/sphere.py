@@ -7,12 +7,12 @@ import torch
 
 from ._normalize import unit_vectors
 from ._random import random_tensor
-from .base import KeySpace, _require_int
+from .base import ChordalKeySpace, _require_int
 
 DISTANCES = ("chordal", "geodesic")
 
 
-class Sphere(KeySpace):
+class Sphere(ChordalKeySpace):
     """Unit vectors in R^n.
 
     The default distance is chordal, |x - y| in R^n, as in the paper (section 5). `distance="geodesic"` gives
@@ -29,17 +29,15 @@ class Sphere(KeySpace):
 
     def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Chordal or geodesic distance, as chosen at construction."""
-        self._check_shape(x, y)
-        chord = torch.linalg.vector_norm(x - y, dim=-1)
+        chord = super().dist(x, y)
         if self.distance == "chordal":
             return chord
         return 2 * torch.atan2(chord, torch.linalg.vector_norm(x + y, dim=-1))
 
     def dist2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Squared distance; for the chordal distance a plain sum of squares."""
-        self._check_shape(x, y)
         if self.distance == "chordal":
-            return (x - y).square().sum(dim=-1)
+            return super().dist2(x, y)
         return self.dist(x, y).square()
 
     def project(self, x: torch.Tensor) -> torch.Tensor:

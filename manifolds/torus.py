@@ -9,10 +9,10 @@ import torch
 
 from ._normalize import unit_vectors
 from ._random import random_tensor
-from .base import KeySpace, _require_int
+from .base import ChordalKeySpace, _require_int
 
 
-class Torus(KeySpace):
+class Torus(ChordalKeySpace):
     """n circles, each stored as a unit vector (cos theta_i, sin theta_i); a key has 2n coordinates.
 
     Storing points on their embedding rather than as angles makes the random-access interpolation of the
@@ -25,16 +25,6 @@ class Torus(KeySpace):
         _require_int("Torus", "number of circles n", n, minimum=1)
         super().__init__(geoopt.ProductManifold(*[(geoopt.Sphere(), 2)] * n), 2 * n)
         self.n = n
-
-    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Chordal distance in the embedding."""
-        self._check_shape(x, y)
-        return torch.linalg.vector_norm(x - y, dim=-1)
-
-    def dist2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Squared chordal distance, sum_i 2 - 2 cos(theta_i - phi_i)."""
-        self._check_shape(x, y)
-        return (x - y).square().sum(dim=-1)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise each (cos, sin) pair; a zero pair maps to angle 0."""
