@@ -32,17 +32,21 @@ def where_not(mask: torch.Tensor, value: torch.Tensor, substitute: float = 1.0) 
 
 def bounded_vector(raw: torch.Tensor) -> torch.Tensor:
     """The paper's bounded translation a / sqrt(1 + |a|^2), of norm below 1, overflow-safe for huge `raw`."""
-    scale = raw.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    scale = _max_abs(raw).clamp_min(1.0)
     scaled = raw / scale
-    return scaled / torch.sqrt(scale.reciprocal().square() + scaled.square().sum(dim=-1, keepdim=True))
+    return scaled / torch.hypot(torch.linalg.vector_norm(scaled, dim=-1, keepdim=True), scale.reciprocal())
 
 
 def soft_unit_axis(raw: torch.Tensor) -> torch.Tensor:
     """A rotation axis from unconstrained `raw`: its direction, tending smoothly to 0 as `raw` does."""
-    scale = raw.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    scale = _max_abs(raw).clamp_min(1.0)
     scaled = raw / scale
-    softening = _AXIS_SOFTENING / scale
-    return scaled / torch.sqrt(scaled.square().sum(dim=-1, keepdim=True) + softening.square())
+    return scaled / torch.hypot(torch.linalg.vector_norm(scaled, dim=-1, keepdim=True), _AXIS_SOFTENING / scale)
+
+
+def _max_abs(raw: torch.Tensor) -> torch.Tensor:
+    """max_i |raw_i| along the last axis, as a constant: a scale that keeps squares from overflowing."""
+    return raw.detach().abs().amax(dim=-1, keepdim=True)
 
 
 class AngleBound(torch.nn.Module):

@@ -45,6 +45,11 @@ class KeySpace(torch.nn.Module, abc.ABC):
         """Squared distance; smooth everywhere, which is what the inverse-square and softmax reads need."""
         return self.dist(x, y).square()
 
+    @property
+    def chordal(self) -> bool:
+        """Whether `dist2` is the squared chordal distance |x - y|^2, so that a reader may use a fused kernel."""
+        return False
+
     @abc.abstractmethod
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """The projection pi from ambient coordinates onto the key space (paper, section 4.3)."""
@@ -108,3 +113,8 @@ class ChordalKeySpace(KeySpace):
         """Squared chordal distance |x - y|^2, a plain sum of squares."""
         self._check_shape(x, y)
         return (x - y).square().sum(dim=-1)
+
+    @property
+    def chordal(self) -> bool:
+        """True unless a subclass replaces `dist2`."""
+        return type(self).dist2 is ChordalKeySpace.dist2

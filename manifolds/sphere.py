@@ -40,6 +40,11 @@ class Sphere(ChordalKeySpace):
             return super().dist2(x, y)
         return self.dist(x, y).square()
 
+    @property
+    def chordal(self) -> bool:
+        """True for the chordal distance."""
+        return self.distance == "chordal"
+
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """L2 normalisation; the zero vector, where pi is undefined, maps to the origin."""
         self._check_shape(x)

@@ -159,3 +159,21 @@ def test_keys_follow_requested_device(space):
     assert space.origin(2, device=meta).device == meta
     generated = space.random(2, device=meta, generator=torch.Generator().manual_seed(0))
     assert generated.device == meta
+
+
+def test_chordal_flag_says_when_dist2_is_the_squared_chord(space):
+    """Readers use a fused kernel for |x - y|^2 when `chordal` is set, so the flag must never lie."""
+    expected = {"euclidean": True, "sphere": True, "sphere-geodesic": False, "torus": True}
+    name = next(key for key, make in SPACES.items() if repr(make()) == repr(space))
+    assert space.chordal is expected[name]
+    x, y = space.random(6, dtype=F64), space.random(6, dtype=F64)
+    chord2 = ((x - y) ** 2).sum(-1)
+    assert torch.allclose(space.dist2(x, y), chord2) is space.chordal
+
+
+def test_a_subclass_with_its_own_distance_is_not_chordal():
+    class Warped(Euclidean):
+        def dist2(self, x, y):
+            return super().dist2(x, y) * 2
+
+    assert Euclidean(2).chordal and not Warped(2).chordal

@@ -1,0 +1,53 @@
+"""Model configurations: validation shared by every model, so a bad value is refused with a message naming it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+
+class ConfigError(ValueError):
+    """A model configuration, or an override of one, that cannot be built."""
+
+
+def require_int(owner: str, field: str, value, minimum: int = 1, maximum: int | None = None) -> None:
+    """Raise `ConfigError` unless `value` is an integer in [minimum, maximum]."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{owner}: {field} must be an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ConfigError(f"{owner}: {field} must be {bound}, got {value}")
+
+
+def require_float(owner: str, field: str, value, minimum: float = -math.inf, positive: bool = False) -> None:
+    """Raise `ConfigError` unless `value` is a finite real number, at least `minimum` (or > 0 if `positive`)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"{owner}: {field} must be a finite number, got {value!r}")
+    if value < minimum or (positive and value <= 0):
+        raise ConfigError(f"{owner}: {field} must be {'> 0' if positive else f'>= {minimum}'}, got {value}")
+
+
+def require_choice(owner: str, field: str, value, choices) -> None:
+    """Raise `ConfigError` unless `value` is one of `choices`, listing them."""
+    if value not in choices:
+        raise ConfigError(f"{owner}: {field} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def require_bool(owner: str, field: str, value) -> None:
+    """Raise `ConfigError` unless `value` is True or False."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{owner}: {field} must be true or false, got {value!r}")
+
+
+def field_names(config_class) -> list[str]:
+    """The names a configuration class accepts."""
+    return [field.name for field in dataclasses.fields(config_class)]
+
+
+def replace(config, owner: str, **overrides):
+    """`config` with `overrides` applied; an unknown name is refused with the list of valid ones."""
+    valid = field_names(type(config))
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ConfigError(f"{owner}: unknown option {', '.join(map(repr, unknown))}; valid options: {', '.join(valid)}")
+    return dataclasses.replace(config, **overrides)

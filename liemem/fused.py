@@ -1,0 +1,191 @@
+"""Hand-differentiated kernels for what every time step repeats: the LSTM cell and the chordal-distance read.
+
+Written as ordinary autograd ops they cost a dozen graph nodes each per step, and at the paper's sizes
+(batch 32, 50 cells, 20-wide memory) per-op overhead, not arithmetic, is the time. The forward and backward
+formulas are plain functions, used by the one-node autograd functions here and by the whole-sequence loop
+of `models/lantm_loop.py`; tests compare them with the autograd formulas by `gradcheck`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from . import weighting
+
+# g * y * (1 - y) and g * (1 - y^2), given y, as single kernels.
+sigmoid_backward = torch.ops.aten.sigmoid_backward.default
+tanh_backward = torch.ops.aten.tanh_backward.default
+
+# --- LSTM cell --------------------------------------------------------------------------------------------
+
+
+class LSTMSaved(NamedTuple):
+    """What the cell's backward needs: the three gates, the candidate, the previous cell and tanh(new cell)."""
+
+    sigmoids: torch.Tensor
+    candidate: torch.Tensor
+    cell: torch.Tensor
+    squashed: torch.Tensor
+
+
+def lstm_forward(gates: torch.Tensor, cell: torch.Tensor, out: torch.Tensor | None = None):
+    """(h', c', saved) from pre-activations `[B, 4H]` laid out (input, forget, output, candidate) and the
+    cell `[B, H]`; h' is written into `out` when given."""
+    size = cell.shape[-1]
+    sigmoids = torch.sigmoid(gates[:, : 3 * size])
+    candidate = torch.tanh(gates[:, 3 * size :])
+    input_gate, forget_gate, output_gate = sigmoids.chunk(3, dim=1)
+    new_cell = torch.addcmul(forget_gate * cell, input_gate, candidate)
+    squashed = torch.tanh(new_cell)
+    return torch.mul(output_gate, squashed, out=out), new_cell, LSTMSaved(sigmoids, candidate, cell, squashed)
+
+
+def lstm_backward(saved: LSTMSaved, grad_hidden: torch.Tensor, grad_cell: torch.Tensor, out: torch.Tensor):
+    """The gradient of the previous cell, given those of (h', c'); the pre-activations' gradient `[B, 4H]` is
+    written into `out`."""
+    sigmoids, candidate, cell, squashed = saved
+    input_gate, forget_gate, output_gate = sigmoids.chunk(3, dim=1)
+    grad_cell = grad_cell + tanh_backward(grad_hidden * output_gate, squashed)
+    grad_sigmoids = torch.cat((grad_cell * candidate, grad_cell * cell, grad_hidden * squashed), dim=1)
+    grad_candidate = tanh_backward(grad_cell * input_gate, candidate)
+    torch.cat((sigmoid_backward(grad_sigmoids, sigmoids), grad_candidate), dim=1, out=out)
+    return grad_cell * forget_gate
+
+
+class LSTMCell(torch.autograd.Function):
+    """`lstm_forward` as one autograd node."""
+
+    @staticmethod
+    def forward(ctx, gates, cell):
+        hidden, new_cell, saved = lstm_forward(gates, cell)
+        ctx.save_for_backward(*saved)
+        return hidden, new_cell
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_hidden, grad_cell):
+        saved = LSTMSaved(*ctx.saved_tensors)
+        grad_gates = grad_hidden.new_empty(grad_hidden.shape[0], 4 * grad_hidden.shape[1])
+        return grad_gates, lstm_backward(saved, grad_hidden, grad_cell, out=grad_gates)
+
+
+def lstm_cell(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM update (see `lstm_forward`), differentiable."""
+    return LSTMCell.apply(gates, cell)
+
+
+# --- chordal read -----------------------------------------------------------------------------------------
+
+
+class ReadSaved(NamedTuple):
+    """What the read's backward needs besides the memory itself."""
+
+    diff: torch.Tensor  # q - k_i, [B, H, d, N]
+    excess: torch.Tensor | None  # d_i - min_j d_j (softmax only)
+    factor: torch.Tensor  # the unnormalised kernel, [B, H, N]
+    scale: torch.Tensor  # 1 / (d_i + eps) (inverse-square) or 1 / max(T, floor) (softmax)
+    total: torch.Tensor  # the normaliser, [B, H, 1]
+    weights: torch.Tensor  # [B, H, N]
+
+
+def chordal_read_forward(keys, values, strengths, query, temperature, out=None):
+    """The read value `[B, H, m]` (written into `out` when given) and what its backward needs.
+
+    Keys come coordinate-major, `[B, d, N]`, so that sums over coordinates run along a middle axis (a
+    reduction over a last axis of size 2 or 3 is slow); values are `[B, N, m]`, strengths `[B, 1, N]`,
+    queries `[B, H, d]`. Weights are inverse-square if `temperature` is None, else softmax at `temperature`
+    `[B, H, 1]` (see `weighting`).
+    """
+    diff = query.unsqueeze(-1) - keys.unsqueeze(1)
+    dist2 = (diff * diff).sum(dim=2)
+    nearest = dist2.amin(dim=-1, keepdim=True)
+    excess = None
+    if temperature is None:
+        scale = (dist2 + weighting.INVERSE_SQUARE_EPS).reciprocal_()
+        factor = scale * (nearest + weighting.INVERSE_SQUARE_EPS)
+    else:
+        scale = temperature.clamp_min(weighting.TEMPERATURE_FLOOR).reciprocal_()
+        excess = dist2 - nearest
+        factor = torch.exp(-excess * scale)
+    unnormalised = torch.mul(factor, strengths).add_(weighting.WEIGHT_FLOOR)
+    total = unnormalised.sum(dim=-1, keepdim=True)
+    weights = unnormalised / total
+    saved = ReadSaved(diff, excess, factor, scale, total, weights)
+    if out is not None:
+        torch.bmm(weights, values, out=out)
+        return saved
+    return torch.bmm(weights, values), saved
+
+
+def chordal_read_backward(saved: ReadSaved, values, strengths, grad_value, slot_grads=True):
+    """Gradients (query, temperature, keys `[B, d, N]`, values, strengths `[B, 1, N]`) of a read, given that
+    of its value, `grad_value` `[B, H, m]`.
+
+    The nearest distance is a scale that cancels in the normalisation up to the 1e-9 floor, so it is held
+    constant, as in `weighting`. With `slot_grads=False` the last three are returned unreduced over heads,
+    as (-d rho / d diff / 2 `[B, H, d, N]`, d rho / d s `[B, H, N]`, None), for a caller that sums them over
+    many reads at once; the values' gradient is then the caller's weights^T @ grad_value.
+    """
+    diff, excess, factor, scale, total, weights = saved
+    grad_value = grad_value.contiguous()  # an expanded gradient sends bmm down a per-sample loop
+    grad_weights = torch.bmm(grad_value, values.transpose(1, 2))
+    grad_unnormalised = (grad_weights - (grad_weights * weights).sum(dim=-1, keepdim=True)) / total
+    # d factor / d dist2 is -factor / (dist2 + eps) for inverse-square and -factor / T for softmax.
+    minus_grad_dist2 = grad_unnormalised * strengths * factor * scale
+    grad_temperature = None
+    if excess is not None:
+        grad_temperature = (minus_grad_dist2 * excess).sum(dim=-1, keepdim=True) * scale
+        grad_temperature = grad_temperature * (scale < 1 / weighting.TEMPERATURE_FLOOR)  # the floor's clamp
+    minus_grad_diff = minus_grad_dist2.unsqueeze(2) * diff
+    grad_query = minus_grad_diff.sum(dim=-1).mul_(-2.0)
+    grad_strengths = grad_unnormalised * factor
+    if not slot_grads:
+        return grad_query, grad_temperature, minus_grad_diff, grad_strengths, None
+    grad_keys = _sum_heads(minus_grad_diff).mul(2.0)
+    if weights.shape[1] == 1:  # one head: an outer product
+        grad_values = weights.transpose(1, 2) * grad_value
+    else:
+        grad_values = torch.bmm(weights.transpose(1, 2), grad_value)
+    return grad_query, grad_temperature, grad_keys, grad_values, _sum_heads(grad_strengths).unsqueeze(1)
+
+
+def _sum_heads(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over the heads axis (1); with one head, a view."""
+    return tensor[:, 0] if tensor.shape[1] == 1 else tensor.sum(dim=1)
+
+
+class ChordalRead(torch.autograd.Function):
+    """A chordal-distance read straight off a memory tape (see `memory.read_by_distance`), as one node.
+
+    Inputs: the tape, the number of slots, the read's token, queries `[B, H, key_dim]`, and a temperature
+    `[B, H, 1]` or None. Outputs the value and the weights (for inspection: not differentiable). The
+    backward pass adds the gradients of keys, values and strengths into the tape's gradient buffers.
+    """
+
+    @staticmethod
+    def forward(ctx, tape, size, token, query, temperature):
+        ctx.set_materialize_grads(False)
+        keys, values, strengths = tape.contents(size)
+        value, saved = chordal_read_forward(keys.transpose(1, 2), values, strengths.unsqueeze(1), query, temperature)
+        ctx.tape, ctx.size = tape, size
+        ctx.save_for_backward(*saved)
+        ctx.mark_non_differentiable(saved.weights)
+        return value, saved.weights
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_value, _grad_weights):
+        if grad_value is None:
+            return (None,) * 5
+        saved = ReadSaved(*ctx.saved_tensors)
+        _, values, strengths = ctx.tape.contents(ctx.size)
+        grads = chordal_read_backward(saved, values, strengths.unsqueeze(1), grad_value)
+        grad_query, grad_temperature, grad_keys, grad_values, grad_strengths = grads
+        keys_rows, values_rows, strengths_rows = ctx.tape.grad_contents(ctx.size)
+        keys_rows.add_(grad_keys.transpose(1, 2))
+        values_rows.add_(grad_values)
+        strengths_rows.add_(grad_strengths.squeeze(1))
+        return None, None, grad_query.new_zeros(()), grad_query, grad_temperature

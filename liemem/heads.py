@@ -1,0 +1,75 @@
+"""Heads that move through a key space by Lie group actions, mixed with random access (paper 4.3, appendix B).
+
+Each step the controller emits, per head, a random-access key, a raw action and a gate (and, with action
+interpolation, a second gate). The new position is
+
+    q' = a . pi(g * k~ + (1 - g) * q)
+
+with k~ = pi(raw key), a = group.from_controller(raw action), and pi the key space's projection; g is the
+weight of random access (the paper's 1 - t). With action interpolation the action is first moved from the
+previous one toward the new one, a = group.interpolate(a_prev, a, r), which is the appendix's straight-line
+or component-wise interpolation for every group that overrides `interpolate`, and the geodesic otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from groups import LieGroup
+
+
+class HeadState(NamedTuple):
+    """Positions `[batch, heads, key_dim]` and the actions that moved there `[batch, heads, *element_shape]`."""
+
+    position: torch.Tensor
+    action: torch.Tensor
+
+
+class LieHeads(nn.Module):
+    """The movement rule shared by a model's heads; the heads are an axis of the tensors it takes.
+
+    `move(raw, state)` reads `raw` of shape `[batch, heads, raw_size]`, laid out as
+    (random-access key | action | gate [| action gate]).
+    """
+
+    def __init__(self, group: LieGroup, action_interpolation: bool = False):
+        super().__init__()
+        if not isinstance(group, LieGroup):
+            raise TypeError(f"LieHeads needs a LieGroup, got {type(group).__name__}")
+        self.group = group
+        self.action_interpolation = bool(action_interpolation)
+        key_dim, action_dim = group.key_space.dim, group.controller_dim
+        self._sizes = [key_dim, action_dim, 1] + [1] * self.action_interpolation
+        self.gate_index = key_dim + action_dim
+        self.action_gate_index = self.gate_index + 1 if self.action_interpolation else None
+        self.raw_size = sum(self._sizes)
+
+    def initial_state(self, positions: torch.Tensor, batch: int) -> HeadState:
+        """Heads at `positions` `[heads, key_dim]` (ambient coordinates, projected here), with identity actions."""
+        position = self.group.key_space.project(positions).expand(batch, -1, -1)
+        action = self.group.identity(batch, positions.shape[0], dtype=positions.dtype, device=positions.device)
+        return HeadState(position, action)
+
+    def move(self, raw: torch.Tensor, state: HeadState) -> HeadState:
+        """The heads after one step of the rule in the module docstring."""
+        project = self.group.key_space.project
+        key, action, gate, *action_gate = raw.split_with_sizes(self._sizes, dim=-1)
+        mixed = project(torch.lerp(state.position, project(key), torch.sigmoid(gate)))
+        action = self.group.from_controller(action)
+        if self.action_interpolation:
+            action = self.group.interpolate(state.action, action, torch.sigmoid(action_gate[0].squeeze(-1)))
+        return HeadState(self.group.act(action, mixed), action)
+
+    def initial_bias(self, gate_biases: list[float], action_gate_bias: float) -> torch.Tensor:
+        """Bias of the controller layer feeding `move`, `[heads, raw_size]`: zero except the gates'."""
+        bias = torch.zeros(len(gate_biases), self.raw_size)
+        bias[:, self.gate_index] = torch.tensor(gate_biases)
+        if self.action_interpolation:
+            bias[:, self.action_gate_index] = action_gate_bias
+        return bias
+
+    def extra_repr(self) -> str:
+        return f"action_interpolation={self.action_interpolation}"

@@ -1,0 +1,75 @@
+"""The protocol every liemem model follows: read the input stream, then answer without teacher forcing.
+
+A model sees one stream per sample: the input tokens (the task's start and separator markers included), then
+`answer_length` steps whose input is a fixed placeholder symbol. It returns logits for the answer steps only;
+what it emits there is all that is scored (paper, section 5).
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+
+class SequenceModel(torch.nn.Module, abc.ABC):
+    """Base class of the LANTM family and the baselines.
+
+    `forward(inputs, answer_length)` takes token ids of shape `[batch, input_length]` (any integer dtype, values
+    in `[0, vocab_size)`) and returns logits of shape `[batch, answer_length, vocab_size]` in the parameters'
+    dtype, on their device. The placeholder fed during the answer phase is an extra embedding row, index
+    `vocab_size`, so no task symbol doubles as it. Subclasses implement `_forward` on time-major token ids.
+    """
+
+    def __init__(self, vocab_size: int, config):
+        super().__init__()
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 2:
+            raise ValueError(f"{type(self).__name__}: vocab_size must be an integer >= 2, got {vocab_size!r}")
+        self.vocab_size = vocab_size
+        self.config = config
+
+    @property
+    def placeholder(self) -> int:
+        """Token id of the answer phase's input symbol (one past the task's vocabulary)."""
+        return self.vocab_size
+
+    def forward(self, inputs: torch.Tensor, answer_length: int) -> torch.Tensor:
+        """Logits `[batch, answer_length, vocab_size]` for the answer steps after reading `inputs`."""
+        self.check_inputs(inputs, answer_length)
+        stream = self.stream(inputs, answer_length)
+        return self._forward(stream, inputs.shape[1], answer_length)
+
+    @abc.abstractmethod
+    def _forward(self, stream: torch.Tensor, input_length: int, answer_length: int) -> torch.Tensor:
+        """Logits for the answer steps; `stream` is `[input_length + answer_length, batch]` token ids."""
+
+    def stream(self, inputs: torch.Tensor, answer_length: int) -> torch.Tensor:
+        """Time-major token ids: the inputs, then `answer_length` placeholders."""
+        placeholders = inputs.new_full((answer_length, inputs.shape[0]), self.placeholder)
+        return torch.cat((inputs.t(), placeholders), dim=0)
+
+    def check_inputs(self, inputs: torch.Tensor, answer_length: int) -> None:
+        """Raise `ValueError` for inputs that are not a batch of token ids, or a non-positive answer length."""
+        name = type(self).__name__
+        if not isinstance(inputs, torch.Tensor):
+            raise ValueError(f"{name}: inputs must be a tensor of token ids, got {type(inputs).__name__}")
+        if inputs.ndim != 2 or inputs.shape[0] == 0 or inputs.shape[1] == 0:
+            raise ValueError(f"{name}: inputs must have shape [batch, length] with both > 0, got {tuple(inputs.shape)}")
+        if inputs.is_floating_point() or inputs.is_complex() or inputs.dtype == torch.bool:
+            raise ValueError(f"{name}: inputs must be integer token ids, got {inputs.dtype}")
+        if not isinstance(answer_length, int) or isinstance(answer_length, bool) or answer_length < 1:
+            raise ValueError(f"{name}: answer_length must be an integer >= 1, got {answer_length!r}")
+        if inputs.device.type != "meta":
+            low, high = int(inputs.min()), int(inputs.max())
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(
+                    f"{name}: token ids must lie in [0, {self.vocab_size}), got values from {low} to {high}"
+                )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the parameters, which the computation follows."""
+        return next(self.parameters()).dtype
+
+    def extra_repr(self) -> str:
+        return f"vocab_size={self.vocab_size}"

@@ -1,0 +1,231 @@
+"""The Lie-access neural Turing machine (paper, section 4) for any Lie group and key space.
+
+`LANTMConfig(group="translation")` with the inverse-square read is the paper's LANTM, `group="so3"` its
+SLANTM, `weighting="softmax"` their "-s" variants; any registered group, a user's included, plugs in by name.
+Details the paper leaves open follow the authors' code (see the README): the controller's input is
+[embed(x_t); r_{t-1}], one linear layer of h_t gives every head and write parameter, the write head starts
+out following its own trail (gate bias -10), and the logits are W_p h_t + sigmoid(c_t) * W_r r_t.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+import groups
+
+from .. import memory
+from ..config import ConfigError, require_bool, require_choice, require_int
+from ..controller import CONTROLLER_KINDS, INIT_SCHEMES, Controller
+from ..heads import HeadState, LieHeads
+from ..readout import Readout
+from .base import SequenceModel
+from .lantm_loop import LieAccessLoop
+
+WEIGHTINGS = ("inverse_square", "softmax")
+READ, WRITE = 0, 1
+# Initial gate biases (the weight of random access): the write head follows its own trail, the read head
+# starts half way; action gates, when on, start leaning toward the previous action.
+GATE_BIASES = (0.0, -10.0)
+ACTION_GATE_BIAS = -1.0
+# The initial memory slot's strength is sigmoid(b - 10), about 4.5e-5 at b = 0: memory is never empty, but
+# the first real write outweighs it.
+INITIAL_STRENGTH_OFFSET = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LANTMConfig:
+    """Hyperparameters of a Lie-access machine; the defaults are the paper's LANTM."""
+
+    group: str = "translation"
+    group_options: dict = dataclasses.field(default_factory=dict)
+    weighting: str = "inverse_square"
+    controller: str = "lstm"
+    controller_size: int = 50
+    controller_layers: int = 1
+    embedding_size: int = 14
+    memory_width: int = 20
+    action_interpolation: bool = False
+    init: str = "default"
+
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the first field with an invalid value."""
+        owner = "LANTMConfig"
+        require_choice(owner, "group", self.group, groups.names())
+        if not isinstance(self.group_options, dict):
+            raise ConfigError(f"{owner}: group_options must be a table of arguments, got {self.group_options!r}")
+        require_choice(owner, "weighting", self.weighting, WEIGHTINGS)
+        require_choice(owner, "controller", self.controller, CONTROLLER_KINDS)
+        require_int(owner, "controller_size", self.controller_size)
+        require_int(owner, "controller_layers", self.controller_layers)
+        require_int(owner, "embedding_size", self.embedding_size)
+        require_int(owner, "memory_width", self.memory_width)
+        require_bool(owner, "action_interpolation", self.action_interpolation)
+        require_choice(owner, "init", self.init, INIT_SCHEMES)
+
+
+class LieAccessTrace(NamedTuple):
+    """What a forward pass did, for inspection: head positions per step, read weights, and the memory."""
+
+    logits: torch.Tensor  # [B, answer_length, V]
+    read_positions: torch.Tensor  # [B, T, key_dim], after each step's move
+    write_positions: torch.Tensor  # [B, input_length, key_dim]
+    read_weights: list[torch.Tensor]  # per step, [B, slots at that step]
+    keys: torch.Tensor  # [B, 1 + input_length, key_dim]; slot 0 is the learned initial slot
+    values: torch.Tensor  # [B, 1 + input_length, memory_width]
+    strengths: torch.Tensor  # [B, 1 + input_length]
+
+
+class LieAccessMachine(SequenceModel):
+    """An LSTM controller driving a read and a write head through `group`'s key space (paper, section 4)."""
+
+    def __init__(self, vocab_size: int, config: LANTMConfig | None = None):
+        config = LANTMConfig() if config is None else config
+        config.validate()
+        super().__init__(vocab_size, config)
+        self.heads = LieHeads(groups.get(config.group, **config.group_options), config.action_interpolation)
+        key_space = self.key_space
+        width, hidden = config.memory_width, config.controller_size
+        self.embedding = nn.Embedding(vocab_size + 1, config.embedding_size)
+        self.controller = Controller(config.embedding_size, width, hidden, config.controller_layers, config.controller)
+        # Everything a step needs from h_t comes out of one matrix product, then is sliced.
+        # Layout: both heads' raw outputs | [temperature] | write value | write strength.
+        self.softmax = config.weighting == "softmax"
+        self._sizes = [2 * self.heads.raw_size, int(self.softmax), width, 1]
+        self.step_projection = nn.Linear(hidden, sum(self._sizes))
+        self.readout = Readout(hidden, width, vocab_size)
+        self.initial_positions = nn.Parameter(key_space.origin(2))
+        self.initial_read = nn.Parameter(torch.zeros(width))
+        self.initial_key = nn.Parameter(key_space.origin())
+        self.initial_value = nn.Parameter(torch.zeros(width))
+        self.initial_strength = nn.Parameter(torch.zeros(()))
+        # The hand-differentiated loop computes the same function as the plain one; turn it off to compare.
+        self.fused_loop = True
+        self.reset_parameters(config.init)
+
+    @property
+    def group(self) -> groups.LieGroup:
+        """The Lie group moving the heads."""
+        return self.heads.group
+
+    @property
+    def key_space(self):
+        """The key space of memory and heads."""
+        return self.heads.group.key_space
+
+    def reset_parameters(self, scheme: str = "default") -> None:
+        """Initialise layers by `scheme` ('default' or 'uniform' in [-1, 1]), then set the gate biases and
+        the learned initial state (heads and initial slot at the key space's origin, zero read vector)."""
+        layers = (self.embedding, self.step_projection, self.readout.hidden, self.readout.read)
+        with torch.no_grad():
+            for layer in layers:
+                if scheme == "uniform":
+                    for parameter in layer.parameters():
+                        parameter.uniform_(-1.0, 1.0)
+                else:
+                    layer.reset_parameters()
+            self.controller.reset_parameters(scheme)
+            head_bias = self.heads.initial_bias(list(GATE_BIASES), ACTION_GATE_BIAS)
+            self.step_projection.bias[: head_bias.numel()] = head_bias.flatten()
+            origin = self.key_space.origin(dtype=self.initial_key.dtype, device=self.initial_key.device)
+            self.initial_positions.copy_(origin.expand_as(self.initial_positions))
+            self.initial_key.copy_(origin)
+            self.initial_read.zero_()
+            self.initial_value.zero_()
+            self.initial_strength.zero_()
+
+    def _forward(self, stream, input_length, answer_length):
+        return self._run(stream, input_length, record=False).logits
+
+    def trace(self, inputs: torch.Tensor, answer_length: int) -> LieAccessTrace:
+        """Run like `forward`, and also return where the heads went and what memory held."""
+        self.check_inputs(inputs, answer_length)
+        return self._run(self.stream(inputs, answer_length), inputs.shape[1], record=True)
+
+    @property
+    def fused_loop_applies(self) -> bool:
+        """Whether `forward` runs the hand-differentiated loop of `lantm_loop` (when `fused_loop` is on)."""
+        controller = self.controller
+        return self.fused_loop and controller.kind == "lstm" and controller.layers == 1 and self.key_space.chordal
+
+    def _run_fused(self, stream: torch.Tensor, input_length: int) -> torch.Tensor:
+        batch = stream.shape[1]
+        state = self.controller.initial_state(batch)
+        project = self.key_space.project
+        answer_hidden, answer_reads = LieAccessLoop.apply(
+            self,
+            input_length,
+            self.controller.project_inputs(self.embedding(stream)),
+            self.controller.recurrent_weight[0],
+            self.step_projection.weight,
+            self.step_projection.bias,
+            state.hidden[0],
+            state.cell[0],
+            self.initial_read.expand(batch, -1),
+            project(self.initial_positions).expand(batch, -1, -1),
+            project(self.initial_key).expand(batch, -1),
+            self.initial_value.expand(batch, -1),
+            torch.sigmoid(self.initial_strength - INITIAL_STRENGTH_OFFSET).expand(batch),
+            *(p for p in self.group.parameters() if p.requires_grad),
+        )
+        return self.readout(answer_hidden, answer_reads).transpose(0, 1)
+
+    def _run(self, stream: torch.Tensor, input_length: int, record: bool):
+        if not record and self.fused_loop_applies:
+            return LieAccessTrace(self._run_fused(stream, input_length), None, None, None, None, None, None)
+        batch, steps = stream.shape[1], stream.shape[0]
+        # unbind, not projected[t]: each slice's backward would fill a zero tensor the size of the whole stream
+        projected = self.controller.project_inputs(self.embedding(stream)).unbind(0)
+        state = self.controller.initial_state(batch)
+        heads = self.heads.initial_state(self.initial_positions, batch)
+        mem = memory.empty(batch, input_length + 1, self.key_space.dim, self.config.memory_width, projected[0])
+        mem = memory.append(
+            mem,
+            self.key_space.project(self.initial_key).expand(batch, -1),
+            self.initial_value.expand(batch, -1),
+            torch.sigmoid(self.initial_strength - INITIAL_STRENGTH_OFFSET).expand(batch),
+        )
+        read = self.initial_read.expand(batch, -1)
+        raw_size = self.heads.raw_size
+        answer_hidden, answer_reads = [], []
+        positions, weights = [], []
+        for t in range(steps):
+            writing = t < input_length
+            if t == input_length:  # the answer phase moves the read head only
+                heads = HeadState(heads.position[:, :1], heads.action[:, :1])
+            hidden, state = self.controller.step(projected[t], read, state)
+            raw, temperature, value, strength = self.step_projection(hidden).split(self._sizes, dim=1)
+            raw = raw.unflatten(1, (2, raw_size))
+            heads = self.heads.move(raw if writing else raw[:, :1], heads)
+            temperature = nn.functional.softplus(temperature).unsqueeze(1) if self.softmax else None
+            result = memory.read_by_distance(mem, heads.position[:, :1], self.key_space, temperature)
+            read = result.value.squeeze(1)
+            if writing:
+                strength = torch.sigmoid(strength.squeeze(1))
+                mem = memory.append(mem, heads.position[:, WRITE], torch.tanh(value), strength)
+            else:
+                answer_hidden.append(hidden)
+                answer_reads.append(read)
+            if record:
+                positions.append(heads.position.detach())
+                weights.append(result.weights.squeeze(1))
+        logits = self.readout(torch.stack(answer_hidden), torch.stack(answer_reads)).transpose(0, 1)
+        if not record:
+            return LieAccessTrace(logits, None, None, None, None, None, None)
+        tape = mem.tape
+        return LieAccessTrace(
+            logits=logits,
+            read_positions=torch.stack([p[:, READ] for p in positions], dim=1),
+            write_positions=torch.stack([p[:, WRITE] for p in positions[:input_length]], dim=1),
+            read_weights=weights,
+            keys=tape.contents(mem.size)[0].clone(),
+            values=tape.contents(mem.size)[1].clone(),
+            strengths=tape.contents(mem.size)[2].clone(),
+        )
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"vocab_size={self.vocab_size}, group={c.group!r}, weighting={c.weighting!r}"

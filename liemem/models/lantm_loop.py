@@ -1,0 +1,280 @@
+"""The LANTM's time loop as one autograd function with a hand-written backward pass through time.
+
+At the paper's sizes a time step is a few dozen tiny tensor operations, and recording each in the autograd
+graph costs more than computing it. This function runs the loop without a graph and differentiates it by
+hand, in reverse time, for what it knows: the LSTM cell, the step projection, the chordal read and the
+writes. The part it does not know, the group's head movement, it differentiates with autograd, but not step
+by step: heads move each sample independently, so after the forward pass it replays every step's movement
+at once, as one batch, and takes the Jacobian of each movement from a handful of vector-Jacobian products
+over that batch. The reverse loop then applies those small Jacobians, and a last product gives the gradient
+of the group's own parameters. Weight gradients are summed over time in one matrix product each.
+
+`LieAccessMachine` uses it where it applies (a one-layer LSTM controller and a chordal key space) and the
+plain autograd loop otherwise; tests check that both give the same outputs and gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .. import fused
+from ..heads import HeadState
+
+WRITE = 1
+
+
+class LieAccessLoop(torch.autograd.Function):
+    """Inputs: the model, the input length, then the tensors named in `forward`. Outputs the answer steps'
+    hidden states `[A, B, H]` and reads `[A, B, m]`."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        model,
+        input_length,
+        projected,  # [T, B, 4H]: the input term of the LSTM gates, bias included
+        recurrent_weight,  # [4H, m + H]
+        step_weight,  # [P, H]
+        step_bias,  # [P]
+        hidden,  # [B, H]
+        cell,  # [B, H]
+        read,  # [B, m]
+        positions,  # [B, 2, key_dim]
+        key,  # [B, key_dim]: the initial slot
+        value,  # [B, m]
+        strength,  # [B]
+        *group_parameters,
+    ):
+        steps, batch = projected.shape[:2]
+        width = read.shape[-1]
+        heads_module, sizes, softmax = model.heads, model._sizes, model.softmax
+        raw_size, group = heads_module.raw_size, heads_module.group
+        # Buffers for what the backward pass reads: row t of `recurrent` is [r_{t-1}; h_{t-1}], step t's
+        # recurrent input; row t of `outputs` is step t's projection of h_t. Keys are stored coordinate-major
+        # and strengths with a heads axis, as `fused.chordal_read_forward` takes them; the memory is written
+        # in place.
+        recurrent = projected.new_empty(steps + 1, batch, width + hidden.shape[-1])
+        recurrent[0, :, :width], recurrent[0, :, width:] = read, hidden
+        outputs = projected.new_empty(steps, batch, step_weight.shape[0])
+        keys = projected.new_empty(batch, key.shape[-1], input_length + 1)
+        values = projected.new_empty(batch, input_length + 1, width)
+        strengths = projected.new_empty(batch, 1, input_length + 1)
+        keys[..., 0], values[:, 0], strengths[..., 0] = key, value, strength.unsqueeze(-1)
+        recurrent_rows, output_rows, projected_rows = recurrent.unbind(0), outputs.unbind(0), projected.unbind(0)
+        recurrent_weight_t, step_weight_t = recurrent_weight.t(), step_weight.t()
+        heads = HeadState(positions, group.identity(batch, 2, dtype=positions.dtype, device=positions.device))
+        per_step, states_before = [], []
+        contents = None
+        with torch.inference_mode():
+            for t in range(steps):
+                writing = t < input_length
+                gates = torch.addmm(projected_rows[t], recurrent_rows[t], recurrent_weight_t)
+                hidden, cell, lstm_saved = fused.lstm_forward(gates, cell, out=recurrent_rows[t + 1][:, width:])
+                step_output = torch.addmm(step_bias, hidden, step_weight_t, out=output_rows[t])
+                raw, temperature_raw, value_raw, strength_raw = step_output.split_with_sizes(sizes, 1)
+                raw = raw.view(batch, 2, raw_size)
+                states_before.append(heads)
+                heads = heads_module.move(raw if writing else raw[:, :1], heads)
+                temperature = torch.nn.functional.softplus(temperature_raw).unsqueeze(1) if softmax else None
+                if writing or contents is None:
+                    slots = t + 1 if writing else input_length + 1
+                    contents = keys[..., :slots], values[:, :slots], strengths[..., :slots]
+                value_read, read_saved = fused.chordal_read_forward(*contents, heads.position[:, :1], temperature)
+                recurrent_rows[t + 1][:, :width] = value_read.squeeze(1)
+                written = None
+                if writing:
+                    written = (torch.tanh(value_raw), torch.sigmoid(strength_raw))
+                    keys[..., t + 1], values[:, t + 1], strengths[..., t + 1] = heads.position[:, WRITE], *written
+                    if t + 1 == input_length:  # the answer phase moves the read head only
+                        heads = HeadState(heads.position[:, :1], heads.action[:, :1])
+                        contents = None
+                per_step.append((lstm_saved, temperature_raw, read_saved, written))
+        ctx.model, ctx.input_length, ctx.per_step = model, input_length, per_step
+        ctx.memory = (keys, values, strengths)
+        ctx.heads_inputs = (outputs[..., : 2 * raw_size].unflatten(-1, (2, raw_size)), states_before)
+        ctx.save_for_backward(recurrent, outputs, recurrent_weight, step_weight, *group_parameters)
+        answers = recurrent[input_length + 1 :]
+        return answers[..., width:].clone(), answers[..., :width].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_answer_hidden, grad_answer_reads):
+        recurrent, outputs, recurrent_weight, step_weight, *group_parameters = ctx.saved_tensors
+        model, input_length = ctx.model, ctx.input_length
+        keys, values, strengths = ctx.memory
+        steps, batch = outputs.shape[:2]
+        width, key_dim = values.shape[-1], keys.shape[1]
+        raw_size = model.heads.raw_size
+        replay = _HeadsReplay(model.heads, input_length, *ctx.heads_inputs, bool(group_parameters))
+        grad_memory = [torch.zeros_like(x) for x in ctx.memory]
+        grad_keys, grad_values, grad_strengths = grad_memory
+        grad_gates = recurrent.new_empty(steps, batch, recurrent_weight.shape[0])
+        grad_outputs = torch.zeros_like(outputs)
+        output_rows, gate_rows = grad_outputs.unbind(0), grad_gates.unbind(0)
+        raw_rows, temperature_rows, value_rows, strength_rows = (
+            part.unbind(0) for part in grad_outputs.split_with_sizes(model._sizes, -1)
+        )
+        answer_hidden_rows, answer_read_rows = grad_answer_hidden.unbind(0), grad_answer_reads.unsqueeze(2).unbind(0)
+        # Gradients for r_t and h_t from step t + 1, for c_t, and for each head's state after step t.
+        grad_read = recurrent.new_zeros(batch, 1, width)
+        grad_hidden = recurrent.new_zeros(batch, recurrent.shape[-1] - width)
+        grad_cell = torch.zeros_like(grad_hidden)
+        grad_heads = recurrent.new_zeros(batch, 1, replay.output_size)
+        # The answer phase reads a memory that no longer changes: its reads' gradients for the memory are
+        # summed over all answer steps at once, before the first write needs them.
+        answer_reads = []
+        answer_contents = values[:, : input_length + 1], strengths
+        with torch.inference_mode():
+            for t in reversed(range(steps)):
+                lstm_saved, temperature_raw, read_saved, written = ctx.per_step[t]
+                writing = t < input_length
+                if writing:
+                    if t == input_length - 1:
+                        _add_answer_reads(grad_memory, answer_reads)
+                        grad_heads = _two_heads(grad_heads)
+                    slot_values, slot_strengths = values[:, : t + 1], strengths[..., : t + 1]
+                else:
+                    grad_hidden = grad_hidden + answer_hidden_rows[t - input_length]
+                    grad_read = grad_read + answer_read_rows[t - input_length]
+                    slot_values, slot_strengths = answer_contents
+                # The read at step t, then the write after it.
+                grad_query, grad_temperature, *grad_slots = fused.chordal_read_backward(
+                    read_saved, slot_values, slot_strengths, grad_read, slot_grads=writing
+                )
+                grad_heads[:, :1, :key_dim].add_(grad_query)
+                if grad_temperature is not None:
+                    torch.mul(grad_temperature.squeeze(1), torch.sigmoid(temperature_raw), out=temperature_rows[t])
+                if writing:
+                    grad_keys[..., : t + 1].add_(grad_slots[0])
+                    grad_values[:, : t + 1].add_(grad_slots[1])
+                    grad_strengths[..., : t + 1].add_(grad_slots[2])
+                    tanh_value, sigmoid_strength = written
+                    grad_heads[:, WRITE, :key_dim].add_(grad_keys[..., t + 1])
+                    value_rows[t].copy_(fused.tanh_backward(grad_values[:, t + 1], tanh_value))
+                    strength_rows[t].copy_(fused.sigmoid_backward(grad_strengths[..., t + 1], sigmoid_strength))
+                    grad_raw, grad_heads = replay.backward_step(t, grad_heads)
+                    raw_rows[t].view(batch, 2, raw_size).copy_(grad_raw)
+                else:
+                    answer_reads.append((grad_slots[0], grad_slots[1], read_saved.weights, grad_read))
+                    grad_raw, grad_heads = replay.backward_step(t, grad_heads)
+                    raw_rows[t][:, :raw_size].copy_(grad_raw.squeeze(1))
+                # The step projection, then the LSTM.
+                grad_hidden = torch.addmm(grad_hidden, output_rows[t], step_weight)
+                grad_cell = fused.lstm_backward(lstm_saved, grad_hidden, grad_cell, out=gate_rows[t])
+                grad_recurrent = torch.mm(gate_rows[t], recurrent_weight)
+                grad_read, grad_hidden = grad_recurrent[:, :width].unsqueeze(1), grad_recurrent[:, width:]
+        flat_gates, flat_outputs = grad_gates.flatten(0, 1), grad_outputs.flatten(0, 1)
+        return (
+            None,
+            None,
+            grad_gates,
+            flat_gates.t().mm(recurrent[:-1].flatten(0, 1)),
+            flat_outputs.t().mm(recurrent[1:, :, width:].flatten(0, 1)),
+            flat_outputs.sum(dim=0),
+            grad_hidden.clone(),
+            grad_cell.clone(),
+            grad_read.squeeze(1).clone(),
+            grad_heads[..., :key_dim].clone(),
+            grad_keys[..., 0],
+            grad_values[:, 0],
+            grad_strengths[:, 0, 0],
+            *replay.parameter_grads(group_parameters),
+        )
+
+
+def _add_answer_reads(grad_memory, answer_reads) -> None:
+    """Add the memory gradients of all answer-phase reads, each given unreduced by `chordal_read_backward`."""
+    parts = (torch.cat(part, dim=1) for part in zip(*answer_reads, strict=True))
+    minus_diffs, grad_strengths, weights, grad_reads = parts
+    grad_keys, grad_values, grad_strengths_total = grad_memory
+    grad_keys.add_(minus_diffs.sum(dim=1), alpha=2.0)
+    grad_values.baddbmm_(weights.transpose(1, 2), grad_reads)
+    grad_strengths_total.add_(grad_strengths.sum(dim=1, keepdim=True))
+
+
+def _two_heads(grad: torch.Tensor) -> torch.Tensor:
+    """A gradient for both heads from the read head's: the answer phase dropped the write head."""
+    both = grad.new_zeros(grad.shape[0], 2, *grad.shape[2:])
+    both[:, :1] = grad
+    return both
+
+
+class _HeadsReplay:
+    """Every step's head movement replayed as one batch, with the Jacobian of each movement.
+
+    A movement maps (raw output, position, action) to (position, action), each head and sample on its own.
+    The Jacobian rows come from one vector-Jacobian product per output coordinate over the whole batch; the
+    action is an output only when action interpolation makes the next movement depend on it.
+    """
+
+    def __init__(self, heads, input_length: int, raws, states_before: list[HeadState], parameters: bool):
+        steps, batch = raws.shape[:2]
+        self.heads, self.input_length, self.batch = heads, input_length, batch
+        key_dim = states_before[0].position.shape[-1]
+        element_shape = states_before[0].action.shape[2:]
+        self.with_action = heads.action_interpolation
+        self.output_size = key_dim + (element_shape.numel() if self.with_action else 0)
+
+        def flat(encoder, answer):  # encoder steps' two heads, then the answer steps' read head, as one batch axis
+            return torch.cat((encoder.flatten(0, 2), answer.flatten(0, 2))).unsqueeze(1)
+
+        encoder, answer = states_before[:input_length], states_before[input_length:]
+        leaves = [
+            flat(raws[:input_length], raws[input_length:, :, :1]),
+            flat(torch.stack([s.position for s in encoder]), torch.stack([s.position for s in answer])),
+            flat(
+                torch.stack([s.action for s in encoder]).flatten(3), torch.stack([s.action for s in answer]).flatten(3)
+            ),
+        ]
+        leaves = [x.requires_grad_() for x in leaves]
+        with torch.enable_grad():
+            state = HeadState(leaves[1], leaves[2].unflatten(-1, element_shape))
+            moved = heads.move(leaves[0], state)
+            outputs = [moved.position.flatten(2)] + ([moved.action.flatten(2)] if self.with_action else [])
+            self.outputs = torch.cat(outputs, dim=-1)
+        self.leaves = leaves if self.with_action else leaves[:2]
+        rows = []
+        for j in range(self.output_size):
+            one_hot = torch.zeros_like(self.outputs)
+            one_hot[..., j] = 1
+            grads = torch.autograd.grad(self.outputs, self.leaves, one_hot, retain_graph=True, allow_unused=True)
+            rows.append(torch.cat([_or_zeros(g, x) for g, x in zip(grads, self.leaves, strict=True)], dim=-1))
+        jacobian = torch.stack(rows, dim=-2).squeeze(1)  # [N, outputs, inputs]
+        self.input_sizes = [x.shape[-1] for x in self.leaves]
+        encoder_rows = input_length * batch * 2
+        self.encoder = jacobian[:encoder_rows].unflatten(0, (input_length, batch, 2))
+        self.answer = jacobian[encoder_rows:].unflatten(0, (steps - input_length, batch, 1))
+        # Each step's output gradients, kept only when the group has parameters to differentiate.
+        self.output_grads = torch.zeros_like(self.outputs.detach()) if parameters else None
+
+    def backward_step(self, t: int, grad_outputs: torch.Tensor):
+        """Gradients for step t's raw outputs `[B, heads, raw]` and the state before it `[B, heads, outputs]`."""
+        writing = t < self.input_length
+        jacobian = self.encoder[t] if writing else self.answer[t - self.input_length]
+        heads = grad_outputs.shape[1]
+        grad_inputs = torch.bmm(grad_outputs.reshape(-1, 1, self.output_size), jacobian.flatten(0, 1))
+        grad_inputs = grad_inputs.view(self.batch, heads, -1)
+        if self.output_grads is not None:
+            self._rows(t).copy_(grad_outputs.flatten(0, 1))
+        grad_raw, *grad_state = grad_inputs.split_with_sizes(self.input_sizes, dim=-1)
+        grad_previous = torch.cat(grad_state, dim=-1) if self.with_action else grad_state[0]
+        return grad_raw, grad_previous
+
+    def parameter_grads(self, parameters) -> list[torch.Tensor]:
+        """Gradients of the group's parameters, from every step's output gradients at once."""
+        if not parameters:
+            return []
+        grads = torch.autograd.grad(self.outputs, parameters, self.output_grads, allow_unused=True)
+        return [_or_zeros(g, p) for g, p in zip(grads, parameters, strict=True)]
+
+    def _rows(self, t: int) -> torch.Tensor:
+        if t < self.input_length:
+            start = t * self.batch * 2
+            return self.output_grads[start : start + self.batch * 2, 0]
+        start = self.input_length * self.batch * 2 + (t - self.input_length) * self.batch
+        return self.output_grads[start : start + self.batch, 0]
+
+
+def _or_zeros(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if grad is None else grad

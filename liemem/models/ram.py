@@ -1,0 +1,138 @@
+"""The random-access memory baselines of the paper: RAM (section 2) and RAM/tape (appendix A).
+
+Both append one slot (write key, tanh value, sigmoid strength) per input step, like the LANTM, and read by
+w_i proportional to s_i exp(<q, k_i>). RAM/tape also offers the controller the keys one slot to the left
+and right of where it last read, k_L = sum_i w_{i+1} k_i and k_R = sum_i w_{i-1} k_i, and reads at a
+softmax-weighted mix of those and its random-access key; it may sharpen its weights, w^gamma / sum w^gamma.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from .. import memory, weighting
+from ..config import require_bool, require_choice, require_int
+from ..controller import CONTROLLER_KINDS, INIT_SCHEMES, Controller
+from ..readout import Readout
+from .base import SequenceModel
+
+INITIAL_STRENGTH_OFFSET = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RAMConfig:
+    """Hyperparameters of RAM and RAM/tape (paper, table A.1: key dimension 2 or 20)."""
+
+    tape: bool = False
+    sharpening: bool = False
+    key_dim: int = 20
+    controller: str = "lstm"
+    controller_size: int = 50
+    controller_layers: int = 1
+    embedding_size: int = 14
+    memory_width: int = 20
+    init: str = "default"
+
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the first field with an invalid value."""
+        owner = "RAMConfig"
+        require_bool(owner, "tape", self.tape)
+        require_bool(owner, "sharpening", self.sharpening)
+        require_int(owner, "key_dim", self.key_dim)
+        require_choice(owner, "controller", self.controller, CONTROLLER_KINDS)
+        require_int(owner, "controller_size", self.controller_size)
+        require_int(owner, "controller_layers", self.controller_layers)
+        require_int(owner, "embedding_size", self.embedding_size)
+        require_int(owner, "memory_width", self.memory_width)
+        require_choice(owner, "init", self.init, INIT_SCHEMES)
+
+
+class RandomAccessMachine(SequenceModel):
+    """An LSTM controller with an append-only key-value memory read by content-free attention."""
+
+    def __init__(self, vocab_size: int, config: RAMConfig | None = None):
+        config = RAMConfig() if config is None else config
+        config.validate()
+        super().__init__(vocab_size, config)
+        key_dim, width, hidden = config.key_dim, config.memory_width, config.controller_size
+        self.embedding = nn.Embedding(vocab_size + 1, config.embedding_size)
+        self.controller = Controller(config.embedding_size, width, hidden, config.controller_layers, config.controller)
+        # Layout of the step projection: read key | write key | [3 tape choices] | [gamma] | value | strength.
+        offset = 2 * key_dim
+        self._choice = slice(offset, offset + 3) if config.tape else None
+        offset += 3 * int(config.tape)
+        self._gamma = offset if config.sharpening else None
+        offset += int(config.sharpening)
+        self._value = slice(offset, offset + width)
+        self._strength = offset + width
+        self.step_projection = nn.Linear(hidden, self._strength + 1)
+        self.readout = Readout(hidden, width, vocab_size)
+        self.initial_read = nn.Parameter(torch.zeros(width))
+        self.initial_key = nn.Parameter(torch.zeros(key_dim))
+        self.initial_value = nn.Parameter(torch.zeros(width))
+        self.initial_strength = nn.Parameter(torch.zeros(()))
+        self.initial_neighbours = nn.Parameter(torch.zeros(2, key_dim)) if config.tape else None
+        self.reset_parameters(config.init)
+
+    def reset_parameters(self, scheme: str = "default") -> None:
+        """Initialise layers by `scheme` ('default' or 'uniform' in [-1, 1]); the initial state starts at 0."""
+        with torch.no_grad():
+            for layer in (self.embedding, self.step_projection, self.readout.hidden, self.readout.read):
+                if scheme == "uniform":
+                    for parameter in layer.parameters():
+                        parameter.uniform_(-1.0, 1.0)
+                else:
+                    layer.reset_parameters()
+            self.controller.reset_parameters(scheme)
+            for parameter in (self.initial_read, self.initial_key, self.initial_value, self.initial_strength):
+                parameter.zero_()
+            if self.initial_neighbours is not None:
+                self.initial_neighbours.zero_()
+
+    def _weigh(self, query, keys, strengths, *gamma):
+        weights = weighting.exp_dot(torch.matmul(query, keys.transpose(1, 2)), strengths.unsqueeze(1))
+        return weighting.sharpen(weights, gamma[0]) if gamma else weights
+
+    def _forward(self, stream, input_length, answer_length):
+        batch, config = stream.shape[1], self.config
+        # unbind, not projected[t]: each slice's backward would fill a zero tensor the size of the whole stream
+        projected = self.controller.project_inputs(self.embedding(stream)).unbind(0)
+        state = self.controller.initial_state(batch)
+        mem = memory.empty(batch, input_length + 1, config.key_dim, config.memory_width, projected[0])
+        mem = memory.append(
+            mem,
+            self.initial_key.expand(batch, -1),
+            self.initial_value.expand(batch, -1),
+            torch.sigmoid(self.initial_strength - INITIAL_STRENGTH_OFFSET).expand(batch),
+        )
+        read = self.initial_read.expand(batch, -1)
+        neighbours = None if self.initial_neighbours is None else self.initial_neighbours.expand(batch, -1, -1)
+        key_dim = config.key_dim
+        answer_hidden, answer_reads = [], []
+        for t in range(stream.shape[0]):
+            hidden, state = self.controller.step(projected[t], read, state)
+            out = self.step_projection(hidden)
+            query = out[:, :key_dim]
+            if neighbours is not None:
+                candidates = torch.cat((query.unsqueeze(1), neighbours), dim=1)  # [B, 3, key_dim]
+                choice = torch.softmax(out[:, self._choice], dim=-1)
+                query = torch.matmul(choice.unsqueeze(1), candidates).squeeze(1)
+            params = () if self._gamma is None else (1 + nn.functional.softplus(out[:, self._gamma, None, None]),)
+            result = memory.read(mem, query.unsqueeze(1), self._weigh, params, shifted_keys=config.tape)
+            read = result.value.squeeze(1)
+            if neighbours is not None:
+                neighbours = torch.cat((result.left_key, result.right_key), dim=1)
+            if t < input_length:
+                value, strength = torch.tanh(out[:, self._value]), torch.sigmoid(out[:, self._strength])
+                mem = memory.append(mem, out[:, key_dim : 2 * key_dim], value, strength)
+            else:
+                answer_hidden.append(hidden)
+                answer_reads.append(read)
+        return self.readout(torch.stack(answer_hidden), torch.stack(answer_reads)).transpose(0, 1)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"vocab_size={self.vocab_size}, tape={c.tape}, sharpening={c.sharpening}, key_dim={c.key_dim}"

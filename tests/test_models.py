@@ -1,0 +1,268 @@
+"""Every model by name: shapes, dtypes, devices, errors, learning, and the hand-differentiated LANTM loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import liemem
+from liemem import ConfigError, build_model, memory, model_names, weighting
+from liemem.readout import Readout
+
+VOCAB = 8  # symbols 3..7; 0 starts the input, 1 separates it from the answer, 2 ends the answer
+PRESETS = ["lantm", "lantm-s", "slantm", "slantm-s", "lstm", "ram", "ram-tape", "ntm"]
+
+
+def copy_batch(batch=8, length=4, seed=0):
+    """A fixed batch of copy data: inputs <s> a1..ak </s>, targets a1..ak <e>."""
+    generator = torch.Generator().manual_seed(seed)
+    symbols = torch.randint(3, VOCAB, (batch, length), generator=generator)
+    start, separator = torch.zeros(batch, 1, dtype=torch.long), torch.ones(batch, 1, dtype=torch.long)
+    inputs = torch.cat((start, symbols, separator), dim=1)
+    return inputs, torch.cat((symbols, torch.full((batch, 1), 2)), dim=1)
+
+
+def loss_of(model, inputs, targets):
+    logits = model(inputs, targets.shape[1])
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def all_names():
+    return [*model_names(), "so2"]  # the user-defined group of examples/custom_group.py
+
+
+def test_the_named_configurations_are_all_there():
+    assert set(PRESETS) <= set(model_names())
+    assert {"se2", "so3", "torus", "translation"} <= set(model_names())
+
+
+@pytest.mark.parametrize("name", all_names())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shapes_and_dtypes(name, dtype):
+    model = build_model(name, VOCAB).to(dtype)
+    inputs, targets = copy_batch(batch=3)
+    logits = model(inputs, 5)
+    assert logits.shape == (3, 5, VOCAB) and logits.dtype == dtype
+    assert torch.isfinite(logits).all()
+    F.cross_entropy(logits.flatten(0, 1), targets.flatten()).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", all_names())
+def test_forward_on_the_meta_device(name):
+    """No tensor is pinned to the CPU: the whole forward pass runs on `meta`, where nothing is computed."""
+    model = build_model(name, VOCAB).to("meta")
+    logits = model(torch.zeros(2, 6, dtype=torch.long, device="meta"), 4)
+    assert logits.device.type == "meta" and logits.shape == (2, 4, VOCAB)
+
+
+@pytest.mark.parametrize("name", [*PRESETS, "so2"])
+def test_every_model_overfits_a_tiny_copy_batch(name):
+    torch.manual_seed(0)
+    model = build_model(name, VOCAB)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    inputs, targets = copy_batch()
+    first = loss_of(model, inputs, targets).item()
+    for _ in range(400):
+        optimizer.zero_grad()
+        loss = loss_of(model, inputs, targets)
+        if loss.item() < 0.02:
+            break
+        loss.backward()
+        optimizer.step()
+    assert first > 1.0 and loss.item() < 0.02
+
+
+def test_user_defined_group_trains_with_no_change_to_liemem():
+    model = build_model("so2", VOCAB)
+    assert type(model.group).__name__ == "SO2" and model.fused_loop_applies
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    inputs, targets = copy_batch()
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = loss_of(model, inputs, targets)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+FUSED_CASES = {
+    "lantm": {},
+    "lantm-s": {},
+    "slantm": {"group_options": {"angle_bound": True}},
+    "se2": {"action_interpolation": True},
+    "so3": {"action_interpolation": True, "group_options": {"angle_bound": True}},
+    "torus": {},
+    "so2": {"weighting": "softmax"},
+}
+
+
+@pytest.mark.parametrize("name", FUSED_CASES)
+def test_hand_differentiated_loop_equals_the_autograd_loop(name):
+    """The fast path computes the same function, with the same gradients, as the plain autograd one."""
+    torch.manual_seed(1)
+    model = build_model(name, VOCAB, **FUSED_CASES[name]).double()
+    assert model.fused_loop_applies
+    with torch.no_grad():  # move away from the symmetric initial state, so every path matters
+        for parameter in model.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    inputs, targets = copy_batch(batch=3)
+    results = []
+    for fused in (False, True):
+        model.fused_loop = fused
+        model.zero_grad()
+        logits = model(inputs, 5)
+        (logits.sin().sum() + loss_of(model, inputs, targets)).backward()
+        results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (plain, plain_grads), (fast, fast_grads) = results
+    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+    assert plain_grads.keys() == fast_grads.keys()
+    for key in plain_grads:
+        torch.testing.assert_close(fast_grads[key], plain_grads[key], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(("name", "fused"), [("lantm", True), ("lantm", False), ("slantm", True), ("ram-tape", None)])
+def test_gradients_stay_finite_over_500_steps(name, fused):
+    torch.manual_seed(0)
+    model = build_model(name, VOCAB)
+    if fused is not None:
+        model.fused_loop = fused
+    inputs = torch.randint(0, VOCAB, (2, 250))
+    logits = model(inputs, 250)
+    F.cross_entropy(logits.flatten(0, 1), torch.randint(0, VOCAB, (500,))).backward()
+    assert torch.isfinite(logits).all()
+    for name_, parameter in model.named_parameters():
+        assert torch.isfinite(parameter.grad).all(), name_
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_heads_sitting_exactly_on_keys_give_finite_gradients(fused):
+    """With the step projection zeroed, both heads stay at the origin, where every key is written."""
+    model = build_model("lantm", VOCAB)
+    model.fused_loop = fused
+    with torch.no_grad():
+        model.step_projection.weight.zero_()
+        model.step_projection.bias.zero_()
+    trace = model.trace(*copy_batch(batch=2)[:1], 5)
+    assert not trace.keys.any() and not trace.read_positions.any()  # every distance is exactly 0
+    loss_of(model, *copy_batch(batch=2)).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_initial_gates_and_memory_follow_the_authors_code():
+    model = build_model("lantm", VOCAB)
+    heads = model.heads
+    bias = model.step_projection.bias.detach()[: 2 * heads.raw_size].view(2, heads.raw_size)
+    assert bias[0, heads.gate_index] == 0.0  # read head: half random access
+    assert bias[1, heads.gate_index] == -10.0  # write head: follows its own trail
+    assert torch.isclose(torch.sigmoid(model.initial_strength - 10), torch.tensor(1 / (1 + math.exp(10))))
+    # With the write gate shut, each write head position is the previous one moved by the bounded action.
+    trace = model.trace(copy_batch(batch=2)[0], 5)
+    steps = trace.write_positions.diff(dim=1)
+    assert (torch.linalg.vector_norm(steps, dim=-1) < 1 + 1e-4).all()
+
+
+def test_trace_agrees_with_forward():
+    model = build_model("slantm", VOCAB)
+    inputs, _ = copy_batch(batch=2)
+    trace = model.trace(inputs, 5)
+    torch.testing.assert_close(trace.logits, model(inputs, 5))
+    assert trace.read_positions.shape == (2, 11, 3) and trace.write_positions.shape == (2, 6, 3)
+    assert trace.keys.shape == (2, 7, 3) and len(trace.read_weights) == 11
+    torch.testing.assert_close(trace.read_weights[-1].sum(-1), torch.ones(2))
+    torch.testing.assert_close(torch.linalg.vector_norm(trace.read_positions, dim=-1), torch.ones(2, 11))
+
+
+def test_readout_is_wp_h_plus_sigmoid_c_times_wr_r():
+    readout = Readout(3, 2, 4)
+    h, r = torch.randn(5, 3), torch.randn(5, 2)
+    out = readout.hidden(h)
+    expected = out[:, :4] + torch.sigmoid(out[:, 4:]) * (r @ readout.read.weight.t() + readout.read.bias)
+    torch.testing.assert_close(readout(h, r), expected)
+
+
+def test_ram_tape_neighbour_keys_are_the_keys_beside_the_read_position():
+    keys = torch.arange(10.0).view(1, 5, 2)
+    state = memory.empty(1, 5, 2, 1, keys)
+    for i in range(5):
+        state = memory.append(state, keys[:, i], torch.zeros(1, 1), torch.ones(1))
+    one_hot = torch.tensor([[[0.0, 0.0, 1.0, 0.0, 0.0]]])
+    result = memory.read(state, torch.zeros(1, 1, 2), lambda q, k, s: one_hot, shifted_keys=True)
+    torch.testing.assert_close(result.left_key, keys[:, 1:2])
+    torch.testing.assert_close(result.right_key, keys[:, 3:4])
+
+
+def test_sharpening_hand_example():
+    weights = torch.tensor([[0.5, 0.25, 0.25]])
+    torch.testing.assert_close(weighting.sharpen(weights, torch.tensor([[2.0]])), torch.tensor([[4.0, 1.0, 1.0]]) / 6)
+
+
+def test_same_state_dict_same_outputs():
+    first, second = build_model("lantm", VOCAB), build_model("lantm", VOCAB)
+    second.load_state_dict(first.state_dict())
+    inputs, _ = copy_batch(batch=2)
+    torch.testing.assert_close(first(inputs, 5), second(inputs, 5))
+
+
+def test_uniform_initialisation():
+    model = build_model("lantm", VOCAB, init="uniform")
+    assert model.step_projection.weight.abs().max() <= 1.0 and model.step_projection.weight.abs().max() > 0.5
+    assert model.step_projection.bias[model.heads.raw_size + model.heads.gate_index] == -10.0
+
+
+def test_unknown_model_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown model 'lantmm'; valid models: lantm, lantm-s"):
+        build_model("lantmm", VOCAB)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "message"),
+    [
+        ("lantm", {"controller_sizes": 3}, r"unknown option 'controller_sizes'; valid options: group"),
+        ("lantm", {"controller_size": 0}, "controller_size must be >= 1"),
+        ("lantm", {"weighting": "cosine"}, "weighting must be one of"),
+        ("lantm", {"group": "se3"}, "group must be one of"),
+        ("lantm", {"action_interpolation": 1}, "action_interpolation must be true or false"),
+        ("slantm", {"group_options": {"angle": True}}, "angle"),
+        ("lstm", {"layers": 5}, r"layers must be in \[1, 4\]"),
+        ("ram", {"key_dim": 2.5}, "key_dim must be an integer"),
+        ("ntm", {"memory_slots": -1}, "memory_slots"),
+    ],
+)
+def test_bad_overrides_are_named(name, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(name, VOCAB, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "answer_length", "message"),
+    [
+        (torch.zeros(3, dtype=torch.long), 2, r"shape \[batch, length\]"),
+        (torch.zeros(2, 3), 2, "integer token ids"),
+        (torch.full((2, 3), VOCAB), 2, r"token ids must lie in \[0, 8\)"),
+        (torch.full((2, 3), -1), 2, "token ids must lie"),
+        (torch.zeros(2, 3, dtype=torch.long), 0, "answer_length must be an integer >= 1"),
+        ([[0, 1]], 2, "must be a tensor"),
+    ],
+)
+@pytest.mark.parametrize("name", ["lantm", "ntm"])
+def test_bad_inputs_get_a_clear_error(name, inputs, answer_length, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(name, VOCAB)(inputs, answer_length)
+
+
+def test_bad_vocabulary_size():
+    with pytest.raises(ValueError, match="vocab_size"):
+        build_model("lantm", 1)
+
+
+def test_package_exports():
+    assert liemem.build_model is build_model
+    config = liemem.model_config("slantm-s", controller_size=20)
+    assert config.group == "so3" and config.weighting == "softmax" and config.controller_size == 20

@@ -1,0 +1,89 @@
+"""The reference LANTM of the speed benchmark reads memory as the paper says and trains without NaNs.
+
+`benchmarks/reference_lantm.py` is the baseline the benchmark compares against and a readable statement of the
+model, so its inverse-square read is checked against the paper's formula
+w_i = s_i d_i^-2 / sum_j s_j d_j^-2 (d Euclidean), evaluated directly in float64.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_reference_module():
+    # benchmarks/ is not a package, so the file is loaded by path.
+    path = ROOT / "benchmarks" / "reference_lantm.py"
+    spec = importlib.util.spec_from_file_location("reference_lantm", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+reference = load_reference_module()
+
+KEYS = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [-1.5, 0.5], [0.7, -0.9]])
+STRENGTHS = torch.tensor([1.0, 0.5, 0.25, 0.8, 0.05])
+HEADS = torch.tensor([[0.3, 0.4], [-1.0, 1.0], [0.9, 0.1]])
+
+
+def paper_weights(head: torch.Tensor, keys: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
+    distances = torch.linalg.vector_norm(head[:, None, :] - keys[None], dim=-1)
+    unnormalised = strengths * distances**-2
+    return unnormalised / unnormalised.sum(dim=-1, keepdim=True)
+
+
+def test_inverse_square_read_matches_the_paper_formula():
+    values = torch.randn(len(KEYS), reference.VALUE_SIZE, generator=torch.Generator().manual_seed(0))
+    batch = len(HEADS)
+    keys = KEYS.expand(batch, -1, -1)
+    strengths = STRENGTHS.expand(batch, -1)
+
+    weights = reference.inverse_square_weights(HEADS, keys, strengths)
+    read = reference.read_memory(HEADS, keys, values.expand(batch, -1, -1), strengths)
+
+    expected_weights = paper_weights(HEADS.double(), KEYS.double(), STRENGTHS.double())
+    torch.testing.assert_close(weights.double(), expected_weights, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(read.double(), expected_weights @ values.double(), rtol=1e-5, atol=1e-6)
+
+
+def test_head_on_a_key_reads_that_slot_with_finite_gradients():
+    head = KEYS[1:2].clone().requires_grad_()
+    keys = KEYS.unsqueeze(0).clone().requires_grad_()
+    strengths = STRENGTHS.unsqueeze(0).clone().requires_grad_()
+    values = torch.randn(1, len(KEYS), reference.VALUE_SIZE, generator=torch.Generator().manual_seed(1))
+    values.requires_grad_()
+
+    weights = reference.inverse_square_weights(head, keys, strengths)
+    read = reference.read_memory(head, keys, values, strengths)
+    (read * torch.linspace(-1, 1, reference.VALUE_SIZE)).sum().backward()
+
+    torch.testing.assert_close(weights, torch.eye(len(KEYS))[1:2], rtol=0, atol=1e-6)
+    for tensor in (head, keys, strengths, values):
+        assert torch.isfinite(tensor.grad).all()
+
+
+def test_output_shape_and_finite_gradients_with_the_read_head_on_a_key():
+    torch.manual_seed(0)
+    vocab_size, batch, input_length, answer_length = 7, 3, 5, 4
+    model = reference.ReferenceLANTM(vocab_size)
+    # With no action and a zero random-access key the read head stays at its start, which is the initial key.
+    for layer in (model.read_action, model.read_random_key):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    inputs = torch.randint(0, vocab_size, (batch, input_length))
+    targets = torch.randint(0, vocab_size, (batch, answer_length))
+
+    logits = model(inputs, answer_length)
+    assert logits.shape == (batch, answer_length, vocab_size)
+    nn.functional.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1)).backward()
+
+    assert torch.equal(model.initial_read_head, model.initial_key)
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
