@@ -58,7 +58,9 @@ class AngleBound(torch.nn.Module):
 
     def __init__(self, learnable: bool = False):
         super().__init__()
-        self.learnable = bool(learnable)
+        if not isinstance(learnable, bool):
+            raise ValueError(f"angle_bound must be True or False, got {learnable!r}")
+        self.learnable = learnable
         if self.learnable:
             self.bound_logit = torch.nn.Parameter(torch.zeros(()))
 

@@ -39,12 +39,18 @@ def require_bool(owner: str, field: str, value) -> None:
         raise ConfigError(f"{owner}: {field} must be true or false, got {value!r}")
 
 
+def require_one_feedforward_layer(owner: str, controller: str, layers: int) -> None:
+    """Raise `ConfigError` for a feed-forward controller of more than one layer."""
+    if controller == "feedforward" and layers != 1:
+        raise ConfigError(f"{owner}: controller_layers must be 1 with a feed-forward controller, got {layers}")
+
+
 def field_names(config_class) -> list[str]:
     """The names a configuration class accepts."""
     return [field.name for field in dataclasses.fields(config_class)]
 
 
-def replace(config, owner: str, **overrides):
+def replace(config, owner: str, /, **overrides):
     """`config` with `overrides` applied; an unknown name is refused with the list of valid ones."""
     valid = field_names(type(config))
     unknown = sorted(set(overrides) - set(valid))

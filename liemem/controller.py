@@ -52,7 +52,8 @@ class Controller(nn.Module):
             [nn.Parameter(torch.empty(gates, first_recurrent))]
             + [nn.Parameter(torch.empty(gates, 2 * hidden_size)) for _ in range(layers - 1)]
         )
-        self.initial_hidden = nn.Parameter(torch.zeros(layers, hidden_size))
+        # A feed-forward controller has no state to start from.
+        self.initial_hidden = nn.Parameter(torch.zeros(layers, hidden_size)) if kind == "lstm" else None
         self.initial_cell = nn.Parameter(torch.zeros(layers, hidden_size)) if kind == "lstm" else None
         self.reset_parameters()
 
@@ -69,15 +70,16 @@ class Controller(nn.Module):
             if self.kind == "lstm":
                 for bias in self.bias:
                     bias[self.hidden_size : 2 * self.hidden_size] = 1.0
-            self.initial_hidden.zero_()
-            if self.initial_cell is not None:
+            if self.kind == "lstm":
+                self.initial_hidden.zero_()
                 self.initial_cell.zero_()
 
     def initial_state(self, batch: int) -> ControllerState:
-        """The learned initial state, expanded to `batch` rows."""
+        """The learned initial state, expanded to `batch` rows (empty for a feed-forward controller)."""
+        if self.kind == "feedforward":
+            return ControllerState((), ())
         hidden = tuple(h.expand(batch, -1) for h in self.initial_hidden)
-        cell = () if self.initial_cell is None else tuple(c.expand(batch, -1) for c in self.initial_cell)
-        return ControllerState(hidden, cell)
+        return ControllerState(hidden, tuple(c.expand(batch, -1) for c in self.initial_cell))
 
     def project_inputs(self, embedded: torch.Tensor) -> torch.Tensor:
         """The first layer's input term and bias for every step at once: `[time, batch, gates]`."""

@@ -89,6 +89,7 @@ class ReadSaved(NamedTuple):
     scale: torch.Tensor  # 1 / (d_i + eps) (inverse-square) or 1 / max(T, floor) (softmax)
     total: torch.Tensor  # the normaliser, [B, H, 1]
     weights: torch.Tensor  # [B, H, N]
+    nearest_index: torch.Tensor  # the (first) nearest slot, [B, H, 1]
 
 
 def chordal_read_forward(keys, values, strengths, query, temperature, out=None):
@@ -101,7 +102,7 @@ def chordal_read_forward(keys, values, strengths, query, temperature, out=None):
     """
     diff = query.unsqueeze(-1) - keys.unsqueeze(1)
     dist2 = (diff * diff).sum(dim=2)
-    nearest = dist2.amin(dim=-1, keepdim=True)
+    nearest, nearest_index = dist2.min(dim=-1, keepdim=True)
     excess = None
     if temperature is None:
         scale = (dist2 + weighting.INVERSE_SQUARE_EPS).reciprocal_()
@@ -113,7 +114,7 @@ def chordal_read_forward(keys, values, strengths, query, temperature, out=None):
     unnormalised = torch.mul(factor, strengths).add_(weighting.WEIGHT_FLOOR)
     total = unnormalised.sum(dim=-1, keepdim=True)
     weights = unnormalised / total
-    saved = ReadSaved(diff, excess, factor, scale, total, weights)
+    saved = ReadSaved(diff, excess, factor, scale, total, weights, nearest_index)
     if out is not None:
         torch.bmm(weights, values, out=out)
         return saved
@@ -124,21 +125,26 @@ def chordal_read_backward(saved: ReadSaved, values, strengths, grad_value, slot_
     """Gradients (query, temperature, keys `[B, d, N]`, values, strengths `[B, 1, N]`) of a read, given that
     of its value, `grad_value` `[B, H, m]`.
 
-    The nearest distance is a scale that cancels in the normalisation up to the 1e-9 floor, so it is held
-    constant, as in `weighting`. With `slot_grads=False` the last three are returned unreduced over heads,
-    as (-d rho / d diff / 2 `[B, H, d, N]`, d rho / d s `[B, H, N]`, None), for a caller that sums them over
-    many reads at once; the values' gradient is then the caller's weights^T @ grad_value.
+    With `slot_grads=False` the last three are returned unreduced over heads, as (-d rho / d diff / 2
+    `[B, H, d, N]`, d rho / d s `[B, H, N]`, None), for a caller that sums them over many reads at once; the
+    values' gradient is then the caller's weights^T @ grad_value.
     """
-    diff, excess, factor, scale, total, weights = saved
+    diff, excess, factor, scale, total, weights, nearest_index = saved
     grad_value = grad_value.contiguous()  # an expanded gradient sends bmm down a per-sample loop
     grad_weights = torch.bmm(grad_value, values.transpose(1, 2))
     grad_unnormalised = (grad_weights - (grad_weights * weights).sum(dim=-1, keepdim=True)) / total
+    grad_factor = grad_unnormalised * strengths
     # d factor / d dist2 is -factor / (dist2 + eps) for inverse-square and -factor / T for softmax.
-    minus_grad_dist2 = grad_unnormalised * strengths * factor * scale
+    minus_grad_dist2 = grad_factor * factor * scale
     grad_temperature = None
-    if excess is not None:
+    if excess is None:  # factor = (m + eps) / (d + eps): d factor / d m = 1 / (d + eps)
+        grad_nearest = (grad_factor * scale).sum(dim=-1, keepdim=True)
+    else:  # factor = exp((m - d) / T): d factor / d m = factor / T
+        grad_nearest = minus_grad_dist2.sum(dim=-1, keepdim=True)
         grad_temperature = (minus_grad_dist2 * excess).sum(dim=-1, keepdim=True) * scale
         grad_temperature = grad_temperature * (scale < 1 / weighting.TEMPERATURE_FLOOR)  # the floor's clamp
+    # The nearest distance m = min_j d_j passes its gradient to its slot, as `min(dim)` does.
+    minus_grad_dist2.scatter_add_(-1, nearest_index, grad_nearest.neg_())
     minus_grad_diff = minus_grad_dist2.unsqueeze(2) * diff
     grad_query = minus_grad_diff.sum(dim=-1).mul_(-2.0)
     grad_strengths = grad_unnormalised * factor
@@ -162,7 +168,7 @@ class ChordalRead(torch.autograd.Function):
 
     Inputs: the tape, the number of slots, the read's token, queries `[B, H, key_dim]`, and a temperature
     `[B, H, 1]` or None. Outputs the value and the weights (for inspection: not differentiable). The
-    backward pass adds the gradients of keys, values and strengths into the tape's gradient buffers.
+    backward pass returns the gradients of keys, values and strengths as the token's (see `memory`).
     """
 
     @staticmethod
@@ -184,8 +190,5 @@ class ChordalRead(torch.autograd.Function):
         _, values, strengths = ctx.tape.contents(ctx.size)
         grads = chordal_read_backward(saved, values, strengths.unsqueeze(1), grad_value)
         grad_query, grad_temperature, grad_keys, grad_values, grad_strengths = grads
-        keys_rows, values_rows, strengths_rows = ctx.tape.grad_contents(ctx.size)
-        keys_rows.add_(grad_keys.transpose(1, 2))
-        values_rows.add_(grad_values)
-        strengths_rows.add_(grad_strengths.squeeze(1))
-        return None, None, grad_query.new_zeros(()), grad_query, grad_temperature
+        grad_token = ctx.tape.token_grad(ctx.size, grad_keys.transpose(1, 2), grad_values, grad_strengths.squeeze(1))
+        return None, None, grad_token, grad_query, grad_temperature

@@ -7,8 +7,10 @@ interpolation, a second gate). The new position is
 
 with k~ = pi(raw key), a = group.from_controller(raw action), and pi the key space's projection; g is the
 weight of random access (the paper's 1 - t). With action interpolation the action is first moved from the
-previous one toward the new one, a = group.interpolate(a_prev, a, r), which is the appendix's straight-line
-or component-wise interpolation for every group that overrides `interpolate`, and the geodesic otherwise.
+previous one toward the new one, a = group.interpolate(a_prev, a, r), so that it works for every group. For
+translations this is appendix B's straight line r a + (1 - r) a_prev; for SO(3) it is slerp, the geodesic
+between the two rotations, where the appendix interpolates axis and angle separately. A group that wants
+another rule overrides `interpolate`.
 """
 
 from __future__ import annotations

@@ -1,19 +1,20 @@
 """The append-only memory Sigma = {(k_i, v_i, s_i)}, stored for a whole sequence at once.
 
-A forward pass allocates one buffer `[batch, capacity, key_dim + value_dim + 1]` (key | value | strength per
-slot) and writes each new slot into it in place, so no step copies the memory. Autograd cannot follow
-in-place writes into a tensor that earlier reads saved, so two small autograd functions stand between them:
+A forward pass allocates buffers for the keys, values and strengths of every slot the sequence will write, and
+writes each new slot into them in place, so no step copies the memory. Autograd cannot follow in-place writes
+into tensors that earlier reads saved, so two small autograd functions stand between them:
 
-- `append` writes a slot and returns a new `MemoryState`, whose `token` (a 0-d tensor) marks the write's
-  place in the graph;
-- a read takes views of the slots written so far through a function that depends on that token, so the
-  backward pass handles every read before the writes it saw. The views come from an alias of the buffer
-  with its own version counter: writes never touch the rows a read saw, so what the read saved stays valid.
-  Its backward adds the gradients for those rows into one gradient buffer, and each write's backward hands
-  its row of that buffer on to whatever produced the slot.
+- `append` writes a slot and returns a new `MemoryState`, whose `token` marks the write's place in the graph;
+- a read takes views of the slots written so far through a function of that token. The views come from
+  aliases of the buffers with their own version counters: writes never touch the rows a read saw, so what the
+  read saved stays valid.
 
-Everything between, the distances, the weighting and the smoothing, is ordinary autograd, so `weigh` can be
-any differentiable function. States are values: an older `MemoryState` keeps reading the slots it had.
+Gradients travel back along the tokens: a read's backward returns, as the token's gradient, one tensor
+`[B, capacity, key_dim + value_dim + 1]` holding its gradients for the slots it saw; autograd sums these over
+every later read, and each write's backward takes its own row and passes the rest on. No state outlives a
+backward pass, so partial and repeated backward passes are exact. Everything between, the distances, the
+weighting and the smoothing, is ordinary autograd, so `weigh` can be any differentiable function. States are
+values: an older `MemoryState` keeps reading the slots it had.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ Weigh = Callable[..., torch.Tensor]
 
 
 class MemoryTape:
-    """Preallocated storage for one sequence's memory, and the gradient buffers its backward pass fills.
+    """Preallocated storage for one sequence's memory.
 
     Keys, values and strengths live in separate buffers, so that the rows written so far are a prefix that
     matrix products take without copying.
@@ -49,18 +50,26 @@ class MemoryTape:
         )
         # Reads take views of these aliases: they share the storage but not the version counters.
         self.aliases = tuple(buffer.data for buffer in self.buffers)
+        self.sizes = [key_dim, value_dim, 1]
         self.written = 0
-        self.grads: tuple[torch.Tensor, ...] | None = None
 
     def contents(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Views of the first `size` keys, values and strengths."""
         return tuple(alias[:, :size] for alias in self.aliases)
 
-    def grad_contents(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Views of the gradient buffers' first `size` rows, allocated at the first call."""
-        if self.grads is None:
-            self.grads = tuple(torch.zeros_like(buffer) for buffer in self.buffers)
-        return tuple(grad[:, :size] for grad in self.grads)
+    def token(self, like: torch.Tensor) -> torch.Tensor:
+        """A token: zeros of the shape of the slots' packed gradient, `[B, capacity, key_dim + value_dim + 1]`,
+        as a broadcast view that allocates nothing."""
+        return like.new_zeros(()).expand(self.buffers[0].shape[0], self.capacity, sum(self.sizes))
+
+    def token_grad(self, size: int, grad_keys, grad_values, grad_strengths) -> torch.Tensor:
+        """The packed gradient of the first `size` slots, zero beyond them, for a read's token."""
+        grad = grad_values.new_zeros(self.token(grad_values).shape)
+        rows = grad[:, :size].split(self.sizes, dim=-1)
+        for row, part in zip(rows, (grad_keys, grad_values, grad_strengths.unsqueeze(-1)), strict=True):
+            if part is not None:
+                row.copy_(part)
+        return grad
 
 
 class MemoryState(NamedTuple):
@@ -89,7 +98,8 @@ def empty(batch: int, capacity: int, key_dim: int, value_dim: int, like: torch.T
     """A memory with room for `capacity` slots, on the device and in the dtype of `like`."""
     if capacity < 1:
         raise ValueError(f"memory capacity must be at least 1, got {capacity}")
-    return MemoryState(MemoryTape(batch, capacity, key_dim, value_dim, like), 0, like.new_zeros(()))
+    tape = MemoryTape(batch, capacity, key_dim, value_dim, like)
+    return MemoryState(tape, 0, tape.token(like))
 
 
 def append(state: MemoryState, key: torch.Tensor, value: torch.Tensor, strength: torch.Tensor) -> MemoryState:
@@ -156,21 +166,21 @@ def distance_weights(key_space: KeySpace, query, keys, strengths, *temperature) 
 class _Append(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tape, index, token, *slot):
+        ctx.set_materialize_grads(False)
         for buffer, part in zip(tape.buffers, slot, strict=True):
             buffer[:, index] = part
         ctx.tape, ctx.index = tape, index
-        return token.new_zeros(())
+        return tape.token(token)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_token):
-        if ctx.tape.grads is None:
-            return None, None, grad_token, None, None, None
-        rows = [grad[:, ctx.index] for grad in ctx.tape.grads]
-        grad_slot = [row.clone() for row in rows]
-        for row in rows:
-            row.zero_()  # so that another backward pass through the same graph starts from zero
-        return None, None, grad_token, *grad_slot
+        if grad_token is None:
+            return (None,) * 6
+        # This slot's gradient is complete: every read that saw it ran its backward before this (they hang off
+        # this write's token or a later one). Small copies, since autograd may add into `grad_token` later.
+        key, value, strength = (part.clone() for part in grad_token[:, ctx.index].split(ctx.tape.sizes, dim=-1))
+        return None, None, grad_token, key, value, strength.squeeze(-1)
 
 
 class _Contents(torch.autograd.Function):
@@ -183,8 +193,6 @@ class _Contents(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):
-        for grad, rows in zip(grads, ctx.tape.grad_contents(ctx.size), strict=True):
-            if grad is not None:
-                rows.add_(grad)
-        # A defined gradient for the token, so that the writes this read saw run their backward after it.
-        return None, None, ctx.tape.buffers[0].new_zeros(())
+        if all(grad is None for grad in grads):
+            return None, None, None
+        return None, None, ctx.tape.token_grad(ctx.size, *grads)

@@ -42,8 +42,8 @@ class Sphere(ChordalKeySpace):
 
     @property
     def chordal(self) -> bool:
-        """True for the chordal distance."""
-        return self.distance == "chordal"
+        """True for the chordal distance, unless a subclass replaces `dist2`."""
+        return self.distance == "chordal" and type(self).dist2 is Sphere.dist2
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """L2 normalisation; the zero vector, where pi is undefined, maps to the origin."""

@@ -176,4 +176,9 @@ def test_a_subclass_with_its_own_distance_is_not_chordal():
         def dist2(self, x, y):
             return super().dist2(x, y) * 2
 
+    class Geodesic(Sphere):
+        def dist2(self, x, y):
+            return self.dist(x, y).square() * 4
+
     assert Euclidean(2).chordal and not Warped(2).chordal
+    assert Sphere(3).chordal and not Geodesic(3).chordal

@@ -110,21 +110,25 @@ def test_head_exactly_on_a_key_takes_the_limit_with_finite_gradients(path, dtype
 
 @pytest.mark.parametrize("path", READS)
 @pytest.mark.parametrize("softmax", [False, True], ids=["inverse-square", "softmax"])
-def test_gradcheck_one_memory_step(path, softmax):
-    """One step: append a slot to a memory, then read it, differentiated in float64 against finite differences."""
+@pytest.mark.parametrize("strength_scale", [1.0, 1e-8], ids=["strong", "faint"])
+def test_gradcheck_one_memory_step(path, softmax, strength_scale):
+    """One step: append a slot to a memory, then read it, differentiated in float64 against finite differences.
+
+    Faint strengths make the 1e-9 floor matter, and with it the nearest distance the weights are scaled by.
+    """
     space = Euclidean(2)
     keys, values, strengths, query = random_memory(space, batch=2, slots=3, width=3)
     temperature = torch.tensor([[[0.7]], [[2.0]]], dtype=torch.float64)
-    inputs = [x.clone().requires_grad_() for x in (keys, values, strengths, query, temperature)]
+    # Strengths enter as logarithms, so that finite differences stay small beside faint strengths.
+    inputs = [x.clone().requires_grad_() for x in (keys, values, strengths.log(), query, temperature)]
 
-    def step(keys, values, strengths, query, temperature):
-        state = filled(keys[:, :-1], values[:, :-1], strengths[:, :-1])  # room for exactly these two slots
-        grown = memory.empty(2, 3, 2, 3, keys)
+    def step(keys, values, log_strengths, query, temperature):
+        strengths = strength_scale * log_strengths.exp()
+        state = memory.empty(2, 3, 2, 3, keys)
         for i in range(2):
-            grown = memory.append(grown, keys[:, i], values[:, i], strengths[:, i])
-        assert state.size == grown.size == 2
-        grown = memory.append(grown, keys[:, 2], values[:, 2], strengths[:, 2])  # the step: a write, then a read
-        return READS[path](grown, query[:, None], space, temperature if softmax else None).value
+            state = memory.append(state, keys[:, i], values[:, i], strengths[:, i])
+        state = memory.append(state, keys[:, 2], values[:, 2], strengths[:, 2])  # the step: a write, then a read
+        return READS[path](state, query[:, None], space, temperature if softmax else None).value
 
     assert torch.autograd.gradcheck(step, inputs)
 
@@ -202,3 +206,15 @@ def test_weights_are_a_distribution_even_when_every_strength_underflows():
     weights = weighting.inverse_square(dist2, torch.zeros(1, 1, 3))
     torch.testing.assert_close(weights.sum(-1), torch.ones(1, 1))
     assert torch.isfinite(weighting.softmax(dist2, torch.zeros(1, 1, 3), torch.zeros(1, 1, 1))).all()
+
+
+@pytest.mark.parametrize("path", READS)
+def test_partial_then_full_backward_passes_are_exact(path):
+    """A backward pass restricted to some inputs leaves nothing behind that a later pass would count twice."""
+    space = Euclidean(2)
+    keys, values, strengths, query = (x.requires_grad_() for x in random_memory(space))
+    read = READS[path](filled(keys, values, strengths), query[:, None], space).value.sin().sum()
+    expected = torch.autograd.grad(read, values, retain_graph=True)[0]
+    torch.autograd.grad(read, query, retain_graph=True)
+    read.backward()
+    torch.testing.assert_close(values.grad, expected)

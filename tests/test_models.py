@@ -127,12 +127,11 @@ def test_hand_differentiated_loop_equals_the_autograd_loop(name):
         torch.testing.assert_close(fast_grads[key], plain_grads[key], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize(("name", "fused"), [("lantm", True), ("lantm", False), ("slantm", True), ("ram-tape", None)])
-def test_gradients_stay_finite_over_500_steps(name, fused):
+@pytest.mark.parametrize("name", [*PRESETS, "lantm-plain"])
+def test_gradients_stay_finite_over_500_steps(name):
     torch.manual_seed(0)
-    model = build_model(name, VOCAB)
-    if fused is not None:
-        model.fused_loop = fused
+    model = build_model(name.removesuffix("-plain"), VOCAB)
+    model.fused_loop = not name.endswith("-plain")
     inputs = torch.randint(0, VOCAB, (2, 250))
     logits = model(inputs, 250)
     F.cross_entropy(logits.flatten(0, 1), torch.randint(0, VOCAB, (500,))).backward()
@@ -161,9 +160,9 @@ def test_initial_gates_and_memory_follow_the_authors_code():
     bias = model.step_projection.bias.detach()[: 2 * heads.raw_size].view(2, heads.raw_size)
     assert bias[0, heads.gate_index] == 0.0  # read head: half random access
     assert bias[1, heads.gate_index] == -10.0  # write head: follows its own trail
-    assert torch.isclose(torch.sigmoid(model.initial_strength - 10), torch.tensor(1 / (1 + math.exp(10))))
     # With the write gate shut, each write head position is the previous one moved by the bounded action.
     trace = model.trace(copy_batch(batch=2)[0], 5)
+    torch.testing.assert_close(trace.strengths[:, 0], torch.full((2,), 1 / (1 + math.exp(10))))
     steps = trace.write_positions.diff(dim=1)
     assert (torch.linalg.vector_norm(steps, dim=-1) < 1 + 1e-4).all()
 
@@ -233,6 +232,9 @@ def test_unknown_model_lists_the_valid_ones():
         ("lstm", {"layers": 5}, r"layers must be in \[1, 4\]"),
         ("ram", {"key_dim": 2.5}, "key_dim must be an integer"),
         ("ntm", {"memory_slots": -1}, "memory_slots"),
+        ("lantm", {"controller": "feedforward", "controller_layers": 2}, "controller_layers must be 1"),
+        ("slantm", {"group_options": {"angle_bound": "yes"}}, "angle_bound must be True or False"),
+        ("lantm", {"owner": 1}, "unknown option 'owner'"),
     ],
 )
 def test_bad_overrides_are_named(name, overrides, message):
@@ -266,3 +268,59 @@ def test_package_exports():
     assert liemem.build_model is build_model
     config = liemem.model_config("slantm-s", controller_size=20)
     assert config.group == "so3" and config.weighting == "softmax" and config.controller_size == 20
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_retained_graph_gives_the_same_gradients_twice(fused):
+    model = build_model("lantm-s", VOCAB)
+    model.fused_loop = fused
+    loss = loss_of(model, *copy_batch(batch=2))
+    loss.backward(retain_graph=True)
+    first = [p.grad.clone() for p in model.parameters()]
+    loss.backward()
+    for once, twice in zip(first, (p.grad for p in model.parameters()), strict=True):
+        torch.testing.assert_close(twice, 2 * once)
+
+
+def test_forward_without_gradients_matches():
+    model = build_model("slantm", VOCAB)
+    inputs, _ = copy_batch(batch=2)
+    with torch.no_grad():
+        quiet = model(inputs, 5)
+    torch.testing.assert_close(quiet, model(inputs, 5).detach())
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_functional_call_with_substituted_group_parameters(fused):
+    """Gradients follow the parameters a forward pass used, also when torch.func swaps them in for it."""
+    torch.manual_seed(0)
+    model = build_model("slantm", VOCAB, group_options={"angle_bound": True}).double()
+    model.fused_loop = fused
+    params = {name: p.detach().clone().requires_grad_() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        params["heads.group.angle.bound_logit"].fill_(4.0)
+    inputs, targets = copy_batch(batch=2)
+    grads = torch.autograd.grad(
+        F.cross_entropy(torch.func.functional_call(model, params, (inputs, 5)).flatten(0, 1), targets.flatten()),
+        list(params.values()),
+    )
+    with torch.no_grad():
+        model.heads.group.angle.bound_logit.fill_(4.0)
+    model.fused_loop = False
+    loss_of(model, inputs, targets).backward()
+    for (name, parameter), grad in zip(model.named_parameters(), grads, strict=True):
+        torch.testing.assert_close(grad, parameter.grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("name", ["lantm", "ram", "ntm"])
+def test_feedforward_controllers_leave_no_parameter_unused(name):
+    model = build_model(name, VOCAB, controller="feedforward")
+    loss_of(model, *copy_batch(batch=2)).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_any_integer_token_dtype(dtype):
+    model = build_model("lantm", VOCAB)
+    inputs, _ = copy_batch(batch=2)
+    torch.testing.assert_close(model(inputs.to(dtype), 5), model(inputs, 5))

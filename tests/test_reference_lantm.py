@@ -87,3 +87,65 @@ def test_output_shape_and_finite_gradients_with_the_read_head_on_a_key():
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
         assert torch.isfinite(parameter.grad).all(), name
+
+
+def reordered(rows: torch.Tensor) -> torch.Tensor:
+    """nn.LSTMCell's gate order (input, forget, candidate, output) to liemem's (input, forget, output, candidate)."""
+    i, f, g, o = rows.chunk(4, dim=0)
+    return torch.cat((i, f, o, g), dim=0)
+
+
+def test_liemem_lantm_computes_what_the_independent_reference_computes():
+    """liemem's LANTM, both its hand-differentiated and its plain loop, against the separately written reference,
+    with the reference's weights copied in: same logits and same gradients, in float64."""
+    from liemem import build_model
+
+    torch.manual_seed(0)
+    vocab, embed = 7, reference.EMBEDDING_SIZE
+    ref = reference.ReferenceLANTM(vocab).double()
+    with torch.no_grad():
+        for parameter in ref.parameters():  # away from the zero initial state, so every term matters
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    model = build_model("lantm", vocab).double()
+    step_layers = [ref.read_random_key, ref.read_action, ref.read_gate]
+    step_layers += [ref.write_random_key, ref.write_action, ref.write_gate, ref.write_value, ref.write_strength]
+    with torch.no_grad():
+        model.embedding.weight.copy_(ref.embedding.weight)
+        input_weight = reordered(ref.lstm.weight_ih)
+        model.controller.input_weight.copy_(input_weight[:, :embed])
+        model.controller.recurrent_weight[0].copy_(
+            torch.cat((input_weight[:, embed:], reordered(ref.lstm.weight_hh)), 1)
+        )
+        model.controller.bias[0].copy_(reordered(ref.lstm.bias_ih + ref.lstm.bias_hh))
+        model.controller.initial_hidden.copy_(ref.initial_hidden[None])
+        model.controller.initial_cell.copy_(ref.initial_cell[None])
+        model.step_projection.weight.copy_(torch.cat([layer.weight for layer in step_layers]))
+        model.step_projection.bias.copy_(torch.cat([layer.bias for layer in step_layers]))
+        model.readout.hidden.weight.copy_(torch.cat((ref.output_from_hidden.weight, ref.output_coefficient.weight)))
+        model.readout.hidden.bias.copy_(torch.cat((ref.output_from_hidden.bias, ref.output_coefficient.bias)))
+        model.readout.read.load_state_dict(ref.output_from_read.state_dict())
+        model.initial_positions.copy_(torch.stack((ref.initial_read_head, ref.initial_write_head)))
+        model.initial_read.copy_(ref.initial_read)
+        model.initial_key.copy_(ref.initial_key)
+        model.initial_value.copy_(ref.initial_value)
+        model.initial_strength.copy_(ref.initial_strength[0])
+    inputs = torch.randint(0, vocab, (3, 6))
+    expected = ref(inputs, 4)
+    expected.sin().sum().backward()
+    for fused in (True, False):
+        model.fused_loop = fused
+        model.zero_grad()
+        logits = model(inputs, 4)
+        torch.testing.assert_close(logits, expected, rtol=1e-10, atol=1e-12)
+        logits.sin().sum().backward()
+        torch.testing.assert_close(
+            model.step_projection.weight.grad,
+            torch.cat([layer.weight.grad for layer in step_layers]),
+            rtol=1e-8,
+            atol=1e-12,
+        )
+        torch.testing.assert_close(
+            model.initial_positions.grad, torch.stack((ref.initial_read_head.grad, ref.initial_write_head.grad))
+        )
+        torch.testing.assert_close(model.initial_strength.grad, ref.initial_strength.grad[0], rtol=1e-8, atol=1e-12)
+        torch.testing.assert_close(model.embedding.weight.grad, ref.embedding.weight.grad, rtol=1e-8, atol=1e-12)

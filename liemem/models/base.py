@@ -45,8 +45,8 @@ class SequenceModel(torch.nn.Module, abc.ABC):
 
     def stream(self, inputs: torch.Tensor, answer_length: int) -> torch.Tensor:
         """Time-major token ids: the inputs, then `answer_length` placeholders."""
-        placeholders = inputs.new_full((answer_length, inputs.shape[0]), self.placeholder)
-        return torch.cat((inputs.t(), placeholders), dim=0)
+        placeholders = inputs.new_full((answer_length, inputs.shape[0]), self.placeholder, dtype=torch.long)
+        return torch.cat((inputs.t().long(), placeholders), dim=0)
 
     def check_inputs(self, inputs: torch.Tensor, answer_length: int) -> None:
         """Raise `ValueError` for inputs that are not a batch of token ids, or a non-positive answer length."""
@@ -60,7 +60,7 @@ class SequenceModel(torch.nn.Module, abc.ABC):
         if not isinstance(answer_length, int) or isinstance(answer_length, bool) or answer_length < 1:
             raise ValueError(f"{name}: answer_length must be an integer >= 1, got {answer_length!r}")
         if inputs.device.type != "meta":
-            low, high = int(inputs.min()), int(inputs.max())
+            low, high = torch.stack(torch.aminmax(inputs)).tolist()  # one reduction, one device sync
             if low < 0 or high >= self.vocab_size:
                 raise ValueError(
                     f"{name}: token ids must lie in [0, {self.vocab_size}), got values from {low} to {high}"

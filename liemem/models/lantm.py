@@ -18,7 +18,7 @@ from torch import nn
 import groups
 
 from .. import memory
-from ..config import ConfigError, require_bool, require_choice, require_int
+from ..config import ConfigError, require_bool, require_choice, require_int, require_one_feedforward_layer
 from ..controller import CONTROLLER_KINDS, INIT_SCHEMES, Controller
 from ..heads import HeadState, LieHeads
 from ..readout import Readout
@@ -65,6 +65,13 @@ class LANTMConfig:
         require_int(owner, "memory_width", self.memory_width)
         require_bool(owner, "action_interpolation", self.action_interpolation)
         require_choice(owner, "init", self.init, INIT_SCHEMES)
+        require_one_feedforward_layer(owner, self.controller, self.controller_layers)
+        try:
+            groups.get(self.group, **self.group_options)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(
+                f"{owner}: group_options {self.group_options!r} for group {self.group!r}: {error}"
+            ) from None
 
 
 class LieAccessTrace(NamedTuple):
@@ -158,6 +165,7 @@ class LieAccessMachine(SequenceModel):
         answer_hidden, answer_reads = LieAccessLoop.apply(
             self,
             input_length,
+            torch.is_grad_enabled(),
             self.controller.project_inputs(self.embedding(stream)),
             self.controller.recurrent_weight[0],
             self.step_projection.weight,

@@ -25,14 +25,15 @@ WRITE = 1
 
 
 class LieAccessLoop(torch.autograd.Function):
-    """Inputs: the model, the input length, then the tensors named in `forward`. Outputs the answer steps'
-    hidden states `[A, B, H]` and reads `[A, B, m]`."""
+    """Inputs: the model, the input length, whether a backward pass may follow, then the tensors named in
+    `forward`. Outputs the answer steps' hidden states `[A, B, H]` and reads `[A, B, m]`."""
 
     @staticmethod
     def forward(
         ctx,
         model,
         input_length,
+        differentiable,  # False under no_grad: nothing is kept for a backward pass
         projected,  # [T, B, 4H]: the input term of the LSTM gates, bias included
         recurrent_weight,  # [4H, m + H]
         step_weight,  # [P, H]
@@ -74,7 +75,8 @@ class LieAccessLoop(torch.autograd.Function):
                 step_output = torch.addmm(step_bias, hidden, step_weight_t, out=output_rows[t])
                 raw, temperature_raw, value_raw, strength_raw = step_output.split_with_sizes(sizes, 1)
                 raw = raw.view(batch, 2, raw_size)
-                states_before.append(heads)
+                if differentiable:
+                    states_before.append(heads)
                 heads = heads_module.move(raw if writing else raw[:, :1], heads)
                 temperature = torch.nn.functional.softplus(temperature_raw).unsqueeze(1) if softmax else None
                 if writing or contents is None:
@@ -89,10 +91,15 @@ class LieAccessLoop(torch.autograd.Function):
                     if t + 1 == input_length:  # the answer phase moves the read head only
                         heads = HeadState(heads.position[:, :1], heads.action[:, :1])
                         contents = None
-                per_step.append((lstm_saved, temperature_raw, read_saved, written))
+                if differentiable:
+                    per_step.append((lstm_saved, temperature_raw, read_saved, written))
         ctx.model, ctx.input_length, ctx.per_step = model, input_length, per_step
         ctx.memory = (keys, values, strengths)
-        ctx.heads_inputs = (outputs[..., : 2 * raw_size].unflatten(-1, (2, raw_size)), states_before)
+        if differentiable:
+            # Replayed now, while the group's parameters are the ones this forward pass used (a caller such
+            # as torch.func.functional_call may swap them back before the backward pass).
+            raws = outputs[..., : 2 * raw_size].unflatten(-1, (2, raw_size))
+            ctx.replay = _HeadsReplay(heads_module, input_length, raws, states_before)
         ctx.save_for_backward(recurrent, outputs, recurrent_weight, step_weight, *group_parameters)
         answers = recurrent[input_length + 1 :]
         return answers[..., width:].clone(), answers[..., :width].clone()
@@ -106,7 +113,8 @@ class LieAccessLoop(torch.autograd.Function):
         steps, batch = outputs.shape[:2]
         width, key_dim = values.shape[-1], keys.shape[1]
         raw_size = model.heads.raw_size
-        replay = _HeadsReplay(model.heads, input_length, *ctx.heads_inputs, bool(group_parameters))
+        replay = ctx.replay
+        replay.prepare(track_outputs=bool(group_parameters))
         grad_memory = [torch.zeros_like(x) for x in ctx.memory]
         grad_keys, grad_values, grad_strengths = grad_memory
         grad_gates = recurrent.new_empty(steps, batch, recurrent_weight.shape[0])
@@ -168,6 +176,7 @@ class LieAccessLoop(torch.autograd.Function):
         return (
             None,
             None,
+            None,
             grad_gates,
             flat_gates.t().mm(recurrent[:-1].flatten(0, 1)),
             flat_outputs.t().mm(recurrent[1:, :, width:].flatten(0, 1)),
@@ -208,9 +217,9 @@ class _HeadsReplay:
     action is an output only when action interpolation makes the next movement depend on it.
     """
 
-    def __init__(self, heads, input_length: int, raws, states_before: list[HeadState], parameters: bool):
+    def __init__(self, heads, input_length: int, raws, states_before: list[HeadState]):
         steps, batch = raws.shape[:2]
-        self.heads, self.input_length, self.batch = heads, input_length, batch
+        self.steps, self.input_length, self.batch = steps, input_length, batch
         key_dim = states_before[0].position.shape[-1]
         element_shape = states_before[0].action.shape[2:]
         self.with_action = heads.action_interpolation
@@ -234,19 +243,24 @@ class _HeadsReplay:
             outputs = [moved.position.flatten(2)] + ([moved.action.flatten(2)] if self.with_action else [])
             self.outputs = torch.cat(outputs, dim=-1)
         self.leaves = leaves if self.with_action else leaves[:2]
-        rows = []
-        for j in range(self.output_size):
-            one_hot = torch.zeros_like(self.outputs)
-            one_hot[..., j] = 1
-            grads = torch.autograd.grad(self.outputs, self.leaves, one_hot, retain_graph=True, allow_unused=True)
-            rows.append(torch.cat([_or_zeros(g, x) for g, x in zip(grads, self.leaves, strict=True)], dim=-1))
-        jacobian = torch.stack(rows, dim=-2).squeeze(1)  # [N, outputs, inputs]
         self.input_sizes = [x.shape[-1] for x in self.leaves]
-        encoder_rows = input_length * batch * 2
-        self.encoder = jacobian[:encoder_rows].unflatten(0, (input_length, batch, 2))
-        self.answer = jacobian[encoder_rows:].unflatten(0, (steps - input_length, batch, 1))
+        self.encoder = self.answer = self.output_grads = None
+
+    def prepare(self, track_outputs: bool) -> None:
+        """Take the Jacobians (once), and start collecting output gradients if `track_outputs`."""
+        if self.encoder is None:
+            rows = []
+            for j in range(self.output_size):
+                one_hot = torch.zeros_like(self.outputs)
+                one_hot[..., j] = 1
+                grads = torch.autograd.grad(self.outputs, self.leaves, one_hot, retain_graph=True, allow_unused=True)
+                rows.append(torch.cat([_or_zeros(g, x) for g, x in zip(grads, self.leaves, strict=True)], dim=-1))
+            jacobian = torch.stack(rows, dim=-2).squeeze(1)  # [N, outputs, inputs]
+            encoder_rows = self.input_length * self.batch * 2
+            self.encoder = jacobian[:encoder_rows].unflatten(0, (self.input_length, self.batch, 2))
+            self.answer = jacobian[encoder_rows:].unflatten(0, (self.steps - self.input_length, self.batch, 1))
         # Each step's output gradients, kept only when the group has parameters to differentiate.
-        self.output_grads = torch.zeros_like(self.outputs.detach()) if parameters else None
+        self.output_grads = torch.zeros_like(self.outputs.detach()) if track_outputs else None
 
     def backward_step(self, t: int, grad_outputs: torch.Tensor):
         """Gradients for step t's raw outputs `[B, heads, raw]` and the state before it `[B, heads, outputs]`."""
@@ -265,7 +279,7 @@ class _HeadsReplay:
         """Gradients of the group's parameters, from every step's output gradients at once."""
         if not parameters:
             return []
-        grads = torch.autograd.grad(self.outputs, parameters, self.output_grads, allow_unused=True)
+        grads = torch.autograd.grad(self.outputs, parameters, self.output_grads, retain_graph=True, allow_unused=True)
         return [_or_zeros(g, p) for g, p in zip(grads, parameters, strict=True)]
 
     def _rows(self, t: int) -> torch.Tensor:

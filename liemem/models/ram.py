@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .. import memory, weighting
-from ..config import require_bool, require_choice, require_int
+from ..config import require_bool, require_choice, require_int, require_one_feedforward_layer
 from ..controller import CONTROLLER_KINDS, INIT_SCHEMES, Controller
 from ..readout import Readout
 from .base import SequenceModel
@@ -48,6 +48,7 @@ class RAMConfig:
         require_int(owner, "embedding_size", self.embedding_size)
         require_int(owner, "memory_width", self.memory_width)
         require_choice(owner, "init", self.init, INIT_SCHEMES)
+        require_one_feedforward_layer(owner, self.controller, self.controller_layers)
 
 
 class RandomAccessMachine(SequenceModel):
