@@ -9,10 +9,12 @@ into tensors that earlier reads saved, so two small autograd functions stand bet
   aliases of the buffers with their own version counters: writes never touch the rows a read saw, so what the
   read saved stays valid.
 
-Gradients travel back along the tokens: a read's backward returns, as the token's gradient, one tensor
-`[B, capacity, key_dim + value_dim + 1]` holding its gradients for the slots it saw; autograd sums these over
-every later read, and each write's backward takes its own row and passes the rest on. No state outlives a
-backward pass, so partial and repeated backward passes are exact. Everything between, the distances, the
+Gradients travel back along the tokens. The token of a memory of n slots has the shape of their packed
+gradient, `[B, n, key_dim + value_dim + 1]` (a broadcast zero in the forward pass, so it costs nothing); a read's
+backward returns its gradients for the n slots it saw as the token's; autograd sums what every read and later
+write sends to a token, and each write's backward takes its own row and passes the rows before it on. The work
+per read is proportional to the slots it read, and no state outlives a backward pass, so partial and repeated
+backward passes are exact. Everything between, the distances, the
 weighting and the smoothing, is ordinary autograd, so `weigh` can be any differentiable function. States are
 values: an older `MemoryState` keeps reading the slots it had.
 """
@@ -57,19 +59,22 @@ class MemoryTape:
         """Views of the first `size` keys, values and strengths."""
         return tuple(alias[:, :size] for alias in self.aliases)
 
-    def token(self, like: torch.Tensor) -> torch.Tensor:
-        """A token: zeros of the shape of the slots' packed gradient, `[B, capacity, key_dim + value_dim + 1]`,
-        as a broadcast view that allocates nothing."""
-        return like.new_zeros(()).expand(self.buffers[0].shape[0], self.capacity, sum(self.sizes))
+    def token(self, size: int, like: torch.Tensor) -> torch.Tensor:
+        """The token of a memory of `size` slots: zeros shaped like their packed gradient,
+        `[B, size, key_dim + value_dim + 1]`, as a broadcast view that allocates nothing."""
+        return like.new_zeros(()).expand(self.buffers[0].shape[0], size, sum(self.sizes))
 
     def token_grad(self, size: int, grad_keys, grad_values, grad_strengths) -> torch.Tensor:
-        """The packed gradient of the first `size` slots, zero beyond them, for a read's token."""
-        grad = grad_values.new_zeros(self.token(grad_values).shape)
-        rows = grad[:, :size].split(self.sizes, dim=-1)
-        for row, part in zip(rows, (grad_keys, grad_values, grad_strengths.unsqueeze(-1)), strict=True):
-            if part is not None:
-                row.copy_(part)
-        return grad
+        """The packed gradient `[B, size, key_dim + value_dim + 1]` of the first `size` slots, for a read's token.
+
+        Parts that are None (a read whose keys, say, got no gradient) are zero.
+        """
+        contents = self.contents(size)
+        parts = [
+            torch.zeros_like(content) if grad is None else grad
+            for grad, content in zip((grad_keys, grad_values, grad_strengths), contents, strict=True)
+        ]
+        return torch.cat((parts[0], parts[1], parts[2].unsqueeze(-1)), dim=-1)
 
 
 class MemoryState(NamedTuple):
@@ -99,7 +104,7 @@ def empty(batch: int, capacity: int, key_dim: int, value_dim: int, like: torch.T
     if capacity < 1:
         raise ValueError(f"memory capacity must be at least 1, got {capacity}")
     tape = MemoryTape(batch, capacity, key_dim, value_dim, like)
-    return MemoryState(tape, 0, tape.token(like))
+    return MemoryState(tape, 0, tape.token(0, like))
 
 
 def append(state: MemoryState, key: torch.Tensor, value: torch.Tensor, strength: torch.Tensor) -> MemoryState:
@@ -170,7 +175,7 @@ class _Append(torch.autograd.Function):
         for buffer, part in zip(tape.buffers, slot, strict=True):
             buffer[:, index] = part
         ctx.tape, ctx.index = tape, index
-        return tape.token(token)
+        return tape.token(index + 1, token)
 
     @staticmethod
     @once_differentiable
@@ -180,7 +185,7 @@ class _Append(torch.autograd.Function):
         # This slot's gradient is complete: every read that saw it ran its backward before this (they hang off
         # this write's token or a later one). Small copies, since autograd may add into `grad_token` later.
         key, value, strength = (part.clone() for part in grad_token[:, ctx.index].split(ctx.tape.sizes, dim=-1))
-        return None, None, grad_token, key, value, strength.squeeze(-1)
+        return None, None, grad_token[:, : ctx.index], key, value, strength.squeeze(-1)
 
 
 class _Contents(torch.autograd.Function):

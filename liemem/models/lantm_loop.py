@@ -62,8 +62,12 @@ class LieAccessLoop(torch.autograd.Function):
         values = projected.new_empty(batch, input_length + 1, width)
         strengths = projected.new_empty(batch, 1, input_length + 1)
         keys[..., 0], values[:, 0], strengths[..., 0] = key, value, strength.unsqueeze(-1)
+        # Per-step views, made once: indexing inside the loop costs a tensor operation each time.
         recurrent_rows, output_rows, projected_rows = recurrent.unbind(0), outputs.unbind(0), projected.unbind(0)
+        read_rows, hidden_rows = recurrent[..., :width].unbind(0), recurrent[..., width:].unbind(0)
+        key_slots, value_slots, strength_slots = keys.unbind(-1), values.unbind(1), strengths.unbind(-1)
         recurrent_weight_t, step_weight_t = recurrent_weight.t(), step_weight.t()
+        lstm_forward, read_forward, move = fused.lstm_forward, fused.chordal_read_forward, heads_module.move
         heads = HeadState(positions, group.identity(batch, 2, dtype=positions.dtype, device=positions.device))
         per_step, states_before = [], []
         contents = None
@@ -71,23 +75,26 @@ class LieAccessLoop(torch.autograd.Function):
             for t in range(steps):
                 writing = t < input_length
                 gates = torch.addmm(projected_rows[t], recurrent_rows[t], recurrent_weight_t)
-                hidden, cell, lstm_saved = fused.lstm_forward(gates, cell, out=recurrent_rows[t + 1][:, width:])
+                hidden, cell, lstm_saved = lstm_forward(gates, cell, out=hidden_rows[t + 1])
                 step_output = torch.addmm(step_bias, hidden, step_weight_t, out=output_rows[t])
                 raw, temperature_raw, value_raw, strength_raw = step_output.split_with_sizes(sizes, 1)
                 raw = raw.view(batch, 2, raw_size)
                 if differentiable:
                     states_before.append(heads)
-                heads = heads_module.move(raw if writing else raw[:, :1], heads)
+                heads = move(raw if writing else raw[:, :1], heads)
                 temperature = torch.nn.functional.softplus(temperature_raw).unsqueeze(1) if softmax else None
                 if writing or contents is None:
                     slots = t + 1 if writing else input_length + 1
                     contents = keys[..., :slots], values[:, :slots], strengths[..., :slots]
-                value_read, read_saved = fused.chordal_read_forward(*contents, heads.position[:, :1], temperature)
-                recurrent_rows[t + 1][:, :width] = value_read.squeeze(1)
+                value_read, read_saved = read_forward(*contents, heads.position[:, :1], temperature)
+                read_rows[t + 1].copy_(value_read.squeeze(1))
                 written = None
                 if writing:
-                    written = (torch.tanh(value_raw), torch.sigmoid(strength_raw))
-                    keys[..., t + 1], values[:, t + 1], strengths[..., t + 1] = heads.position[:, WRITE], *written
+                    key_slots[t + 1].copy_(heads.position[:, WRITE])
+                    written = (
+                        torch.tanh(value_raw, out=value_slots[t + 1]),
+                        torch.sigmoid(strength_raw, out=strength_slots[t + 1]),
+                    )
                     if t + 1 == input_length:  # the answer phase moves the read head only
                         heads = HeadState(heads.position[:, :1], heads.action[:, :1])
                         contents = None
