@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
+CONTROLLER_KINDS = ("lstm", "feedforward")
+INIT_SCHEMES = ("default", "uniform")
+
 
 class ConfigError(ValueError):
     """A model configuration, or an override of one, that cannot be built."""
@@ -39,10 +42,17 @@ def require_bool(owner: str, field: str, value) -> None:
         raise ConfigError(f"{owner}: {field} must be true or false, got {value!r}")
 
 
-def require_one_feedforward_layer(owner: str, controller: str, layers: int) -> None:
-    """Raise `ConfigError` for a feed-forward controller of more than one layer."""
-    if controller == "feedforward" and layers != 1:
-        raise ConfigError(f"{owner}: controller_layers must be 1 with a feed-forward controller, got {layers}")
+def require_controller_fields(owner: str, config) -> None:
+    """Check the fields every controller-driven model shares: `controller` ('lstm' or 'feedforward', which has
+    one layer), `controller_size`, `controller_layers`, `embedding_size`, `memory_width` and `init`."""
+    require_choice(owner, "controller", config.controller, CONTROLLER_KINDS)
+    for field in ("controller_size", "controller_layers", "embedding_size", "memory_width"):
+        require_int(owner, field, getattr(config, field))
+    require_choice(owner, "init", config.init, INIT_SCHEMES)
+    if config.controller == "feedforward" and config.controller_layers != 1:
+        raise ConfigError(
+            f"{owner}: controller_layers must be 1 with a feed-forward controller, got {config.controller_layers}"
+        )
 
 
 def field_names(config_class) -> list[str]:

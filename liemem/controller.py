@@ -13,11 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .config import require_choice, require_int
+from .config import CONTROLLER_KINDS, INIT_SCHEMES, require_choice, require_int
 from .fused import lstm_cell
-
-CONTROLLER_KINDS = ("lstm", "feedforward")
-INIT_SCHEMES = ("default", "uniform")
 
 
 class ControllerState(NamedTuple):

@@ -324,3 +324,10 @@ def test_any_integer_token_dtype(dtype):
     model = build_model("lantm", VOCAB)
     inputs, _ = copy_batch(batch=2)
     torch.testing.assert_close(model(inputs.to(dtype), 5), model(inputs, 5))
+
+
+def test_a_model_refuses_another_models_config():
+    from liemem.models import LANTMConfig, NeuralTuringMachine
+
+    with pytest.raises(ConfigError, match="config must be a NTMConfig, got LANTMConfig"):
+        NeuralTuringMachine(VOCAB, LANTMConfig())

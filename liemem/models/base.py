@@ -11,6 +11,22 @@ import abc
 
 import torch
 
+from ..config import ConfigError
+
+
+def initialize_layers(layers, scheme: str) -> None:
+    """Initialise `layers` by `scheme`: 'default' is each layer's own `reset_parameters`; 'uniform' draws every
+    parameter uniformly from [-1, 1] (the paper's table A.1)."""
+    if scheme not in ("default", "uniform"):
+        raise ValueError(f"unknown initialisation {scheme!r}; valid: 'default', 'uniform'")
+    with torch.no_grad():
+        for layer in layers:
+            if scheme == "default":
+                layer.reset_parameters()
+                continue
+            for parameter in layer.parameters():
+                parameter.uniform_(-1.0, 1.0)
+
 
 class SequenceModel(torch.nn.Module, abc.ABC):
     """Base class of the LANTM family and the baselines.
@@ -21,10 +37,16 @@ class SequenceModel(torch.nn.Module, abc.ABC):
     `vocab_size`, so no task symbol doubles as it. Subclasses implement `_forward` on time-major token ids.
     """
 
+    config_class: type  # the dataclass of the subclass's hyperparameters, with a `validate()` method
+
     def __init__(self, vocab_size: int, config):
         super().__init__()
+        name = type(self).__name__
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 2:
-            raise ValueError(f"{type(self).__name__}: vocab_size must be an integer >= 2, got {vocab_size!r}")
+            raise ValueError(f"{name}: vocab_size must be an integer >= 2, got {vocab_size!r}")
+        if not isinstance(config, self.config_class):
+            raise ConfigError(f"{name}: config must be a {self.config_class.__name__}, got {type(config).__name__}")
+        config.validate()
         self.vocab_size = vocab_size
         self.config = config
 

@@ -18,11 +18,11 @@ from torch import nn
 import groups
 
 from .. import memory
-from ..config import ConfigError, require_bool, require_choice, require_int, require_one_feedforward_layer
-from ..controller import CONTROLLER_KINDS, INIT_SCHEMES, Controller
+from ..config import ConfigError, require_bool, require_choice, require_controller_fields
+from ..controller import Controller
 from ..heads import HeadState, LieHeads
 from ..readout import Readout
-from .base import SequenceModel
+from .base import SequenceModel, initialize_layers
 from .lantm_loop import LieAccessLoop
 
 WEIGHTINGS = ("inverse_square", "softmax")
@@ -58,14 +58,8 @@ class LANTMConfig:
         if not isinstance(self.group_options, dict):
             raise ConfigError(f"{owner}: group_options must be a table of arguments, got {self.group_options!r}")
         require_choice(owner, "weighting", self.weighting, WEIGHTINGS)
-        require_choice(owner, "controller", self.controller, CONTROLLER_KINDS)
-        require_int(owner, "controller_size", self.controller_size)
-        require_int(owner, "controller_layers", self.controller_layers)
-        require_int(owner, "embedding_size", self.embedding_size)
-        require_int(owner, "memory_width", self.memory_width)
         require_bool(owner, "action_interpolation", self.action_interpolation)
-        require_choice(owner, "init", self.init, INIT_SCHEMES)
-        require_one_feedforward_layer(owner, self.controller, self.controller_layers)
+        require_controller_fields(owner, self)
         try:
             groups.get(self.group, **self.group_options)
         except (TypeError, ValueError) as error:
@@ -89,10 +83,11 @@ class LieAccessTrace(NamedTuple):
 class LieAccessMachine(SequenceModel):
     """An LSTM controller driving a read and a write head through `group`'s key space (paper, section 4)."""
 
+    config_class = LANTMConfig
+
     def __init__(self, vocab_size: int, config: LANTMConfig | None = None):
-        config = LANTMConfig() if config is None else config
-        config.validate()
-        super().__init__(vocab_size, config)
+        super().__init__(vocab_size, LANTMConfig() if config is None else config)
+        config = self.config
         self.heads = LieHeads(groups.get(config.group, **config.group_options), config.action_interpolation)
         key_space = self.key_space
         width, hidden = config.memory_width, config.controller_size
@@ -126,15 +121,9 @@ class LieAccessMachine(SequenceModel):
     def reset_parameters(self, scheme: str = "default") -> None:
         """Initialise layers by `scheme` ('default' or 'uniform' in [-1, 1]), then set the gate biases and
         the learned initial state (heads and initial slot at the key space's origin, zero read vector)."""
-        layers = (self.embedding, self.step_projection, self.readout.hidden, self.readout.read)
+        initialize_layers((self.embedding, self.step_projection, self.readout.hidden, self.readout.read), scheme)
+        self.controller.reset_parameters(scheme)
         with torch.no_grad():
-            for layer in layers:
-                if scheme == "uniform":
-                    for parameter in layer.parameters():
-                        parameter.uniform_(-1.0, 1.0)
-                else:
-                    layer.reset_parameters()
-            self.controller.reset_parameters(scheme)
             head_bias = self.heads.initial_bias(list(GATE_BIASES), ACTION_GATE_BIAS)
             self.step_projection.bias[: head_bias.numel()] = head_bias.flatten()
             origin = self.key_space.origin(dtype=self.initial_key.dtype, device=self.initial_key.device)

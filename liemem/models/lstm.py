@@ -11,9 +11,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..config import require_choice, require_int
-from ..controller import INIT_SCHEMES
-from .base import SequenceModel
+from ..config import INIT_SCHEMES, require_choice, require_int
+from .base import SequenceModel, initialize_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +35,11 @@ class LSTMConfig:
 class EncoderDecoderLSTM(SequenceModel):
     """Embedding, a stacked LSTM over inputs and answer placeholders, and a linear output layer."""
 
+    config_class = LSTMConfig
+
     def __init__(self, vocab_size: int, config: LSTMConfig | None = None):
-        config = LSTMConfig() if config is None else config
-        config.validate()
-        super().__init__(vocab_size, config)
+        super().__init__(vocab_size, LSTMConfig() if config is None else config)
+        config = self.config
         self.embedding = nn.Embedding(vocab_size + 1, config.embedding_size)
         self.lstm = nn.LSTM(config.embedding_size, config.hidden_size, config.layers)
         self.output = nn.Linear(config.hidden_size, vocab_size)
@@ -47,13 +47,8 @@ class EncoderDecoderLSTM(SequenceModel):
 
     def reset_parameters(self, scheme: str = "default") -> None:
         """'default' (torch's) or 'uniform' in [-1, 1]; either way the forget-gate bias sums to 1."""
+        initialize_layers((self.embedding, self.lstm, self.output), scheme)
         with torch.no_grad():
-            for module in (self.embedding, self.lstm, self.output):
-                if scheme == "uniform":
-                    for parameter in module.parameters():
-                        parameter.uniform_(-1.0, 1.0)
-                else:
-                    module.reset_parameters()
             size = self.config.hidden_size
             for layer in range(self.config.layers):
                 getattr(self.lstm, f"bias_ih_l{layer}")[size : 2 * size] = 1.0

@@ -17,10 +17,10 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..config import ConfigError, require_choice, require_float, require_int
-from ..controller import CONTROLLER_KINDS, INIT_SCHEMES, Controller
+from ..config import INIT_SCHEMES, require_choice, require_controller_fields, require_float, require_int
+from ..controller import Controller
 from . import ntm_addressing as addressing
-from .base import SequenceModel
+from .base import SequenceModel, initialize_layers
 
 __all__ = ["NTMConfig", "NeuralTuringMachine"]
 
@@ -54,19 +54,13 @@ class NTMConfig:
     def validate(self) -> None:
         """Raise `ConfigError`, naming the field, for a value the model cannot be built with."""
         owner = type(self).__name__
-        for name in ("controller_size", "controller_layers", "embedding_size", "memory_slots", "memory_width"):
-            require_int(owner, name, getattr(self, name))
+        require_controller_fields(owner, self)
+        require_int(owner, "memory_slots", self.memory_slots)
         require_int(owner, "read_heads", self.read_heads)
         require_int(owner, "write_heads", self.write_heads)
         # Offsets beyond half the memory would wrap onto the other side's offsets and duplicate them.
         require_int(owner, "shift_range", self.shift_range, minimum=0, maximum=(self.memory_slots - 1) // 2)
         require_float(owner, "memory_init", self.memory_init)
-        require_choice(owner, "controller", self.controller, CONTROLLER_KINDS)
-        require_choice(owner, "init", self.init, INIT_SCHEMES)
-        if self.controller == "feedforward" and self.controller_layers != 1:
-            raise ConfigError(
-                f"{owner}: controller_layers must be 1 with a feed-forward controller, got {self.controller_layers}"
-            )
 
     @property
     def shift_size(self) -> int:
@@ -82,12 +76,11 @@ class NeuralTuringMachine(SequenceModel):
     of the initial weightings `[R + W, N]` (read heads first). The memory itself is not a parameter.
     """
 
+    config_class = NTMConfig
+
     def __init__(self, vocab_size: int, config: NTMConfig | None = None):
-        config = NTMConfig() if config is None else config
-        if not isinstance(config, NTMConfig):
-            raise ConfigError(f"NeuralTuringMachine: config must be an NTMConfig, got {type(config).__name__}")
-        config.validate()
-        super().__init__(vocab_size, config)
+        super().__init__(vocab_size, NTMConfig() if config is None else config)
+        config = self.config
         reads, width = config.read_heads, config.memory_width
         self.embedding = nn.Embedding(vocab_size + 1, config.embedding_size)
         self.controller = Controller(
@@ -110,13 +103,8 @@ class NeuralTuringMachine(SequenceModel):
         """
         require_choice(type(self).__name__, "init", scheme, INIT_SCHEMES)
         self.controller.reset_parameters(scheme)
+        initialize_layers((self.embedding, self.heads, self.output), scheme)
         with torch.no_grad():
-            for layer in (self.embedding, self.heads, self.output):
-                if scheme == "uniform":
-                    for parameter in layer.parameters():
-                        parameter.uniform_(-1.0, 1.0)
-                else:
-                    layer.reset_parameters()
             self.initial_reads.fill_(self.config.memory_init)
             self.initial_weight_logits.zero_()
             self.initial_weight_logits[:, 0] = INITIAL_FOCUS

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from .. import memory, weighting
-from ..config import require_bool, require_choice, require_int, require_one_feedforward_layer
-from ..controller import CONTROLLER_KINDS, INIT_SCHEMES, Controller
+from ..config import require_bool, require_controller_fields, require_int
+from ..controller import Controller
 from ..readout import Readout
-from .base import SequenceModel
+from .base import SequenceModel, initialize_layers
 
 INITIAL_STRENGTH_OFFSET = 10.0
 
@@ -42,22 +42,17 @@ class RAMConfig:
         require_bool(owner, "tape", self.tape)
         require_bool(owner, "sharpening", self.sharpening)
         require_int(owner, "key_dim", self.key_dim)
-        require_choice(owner, "controller", self.controller, CONTROLLER_KINDS)
-        require_int(owner, "controller_size", self.controller_size)
-        require_int(owner, "controller_layers", self.controller_layers)
-        require_int(owner, "embedding_size", self.embedding_size)
-        require_int(owner, "memory_width", self.memory_width)
-        require_choice(owner, "init", self.init, INIT_SCHEMES)
-        require_one_feedforward_layer(owner, self.controller, self.controller_layers)
+        require_controller_fields(owner, self)
 
 
 class RandomAccessMachine(SequenceModel):
     """An LSTM controller with an append-only key-value memory read by content-free attention."""
 
+    config_class = RAMConfig
+
     def __init__(self, vocab_size: int, config: RAMConfig | None = None):
-        config = RAMConfig() if config is None else config
-        config.validate()
-        super().__init__(vocab_size, config)
+        super().__init__(vocab_size, RAMConfig() if config is None else config)
+        config = self.config
         key_dim, width, hidden = config.key_dim, config.memory_width, config.controller_size
         self.embedding = nn.Embedding(vocab_size + 1, config.embedding_size)
         self.controller = Controller(config.embedding_size, width, hidden, config.controller_layers, config.controller)
@@ -80,14 +75,9 @@ class RandomAccessMachine(SequenceModel):
 
     def reset_parameters(self, scheme: str = "default") -> None:
         """Initialise layers by `scheme` ('default' or 'uniform' in [-1, 1]); the initial state starts at 0."""
+        initialize_layers((self.embedding, self.step_projection, self.readout.hidden, self.readout.read), scheme)
+        self.controller.reset_parameters(scheme)
         with torch.no_grad():
-            for layer in (self.embedding, self.step_projection, self.readout.hidden, self.readout.read):
-                if scheme == "uniform":
-                    for parameter in layer.parameters():
-                        parameter.uniform_(-1.0, 1.0)
-                else:
-                    layer.reset_parameters()
-            self.controller.reset_parameters(scheme)
             for parameter in (self.initial_read, self.initial_key, self.initial_value, self.initial_strength):
                 parameter.zero_()
             if self.initial_neighbours is not None:
