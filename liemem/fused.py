@@ -105,8 +105,9 @@ def chordal_read_forward(keys, values, strengths, query, temperature, out=None):
     nearest, nearest_index = dist2.min(dim=-1, keepdim=True)
     excess = None
     if temperature is None:
-        scale = (dist2 + weighting.INVERSE_SQUARE_EPS).reciprocal_()
-        factor = scale * (nearest + weighting.INVERSE_SQUARE_EPS)
+        eps = weighting.inverse_square_eps(dist2.dtype)
+        scale = (dist2 + eps).reciprocal_()
+        factor = scale * (nearest + eps)
     else:
         scale = temperature.clamp_min(weighting.TEMPERATURE_FLOOR).reciprocal_()
         excess = dist2 - nearest

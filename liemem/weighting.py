@@ -13,6 +13,13 @@ import torch
 # The paper's code: w_i proportional to s_i / (d_i + 1e-10), plus 1e-9, L1-normalised.
 INVERSE_SQUARE_EPS = 1e-10
 WEIGHT_FLOOR = 1e-9
+
+
+def inverse_square_eps(dtype: torch.dtype) -> float:
+    """The paper's 1e-10, or the dtype's smallest normal number where 1e-10 would round to 0 (float16)."""
+    return max(INVERSE_SQUARE_EPS, torch.finfo(dtype).tiny)
+
+
 # The least temperature: keeps exp(-d / T) defined if softplus underflows to T = 0 (a pre-activation below
 # about -100); any temperature above it is used as it is.
 TEMPERATURE_FLOOR = 1e-6
@@ -30,7 +37,8 @@ def inverse_square(dist2: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor
     on a key takes the limit value with a finite gradient instead of dividing by zero.
     """
     nearest = dist2.min(dim=-1, keepdim=True).values
-    return _normalise(strengths * ((nearest + INVERSE_SQUARE_EPS) / (dist2 + INVERSE_SQUARE_EPS)))
+    eps = inverse_square_eps(dist2.dtype)
+    return _normalise(strengths * ((nearest + eps) / (dist2 + eps)))
 
 
 def softmax(dist2: torch.Tensor, strengths: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:

@@ -331,3 +331,60 @@ def test_a_model_refuses_another_models_config():
 
     with pytest.raises(ConfigError, match="config must be a NTMConfig, got LANTMConfig"):
         NeuralTuringMachine(VOCAB, LANTMConfig())
+
+
+def test_checkpointing_recomputes_the_loop_once(monkeypatch):
+    """Under torch.utils.checkpoint the model is recomputed once in the backward pass, and gradients agree."""
+    from liemem.models import lantm_loop
+
+    calls = []
+    original = lantm_loop.LieAccessLoop.forward
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lantm_loop.LieAccessLoop, "forward", staticmethod(counting))
+    model = build_model("slantm", VOCAB, action_interpolation=True, group_options={"angle_bound": True})
+    inputs, targets = copy_batch(batch=2)
+    loss_of(model, inputs, targets).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    calls.clear()
+    logits = torch.utils.checkpoint.checkpoint(model, inputs, 5, use_reentrant=False)
+    F.cross_entropy(logits.flatten(0, 1), targets.flatten()).backward()
+    assert len(calls) == 2
+    for grad, parameter in zip(expected, model.parameters(), strict=True):
+        torch.testing.assert_close(parameter.grad, grad)
+
+
+def test_half_precision_head_on_a_key_stays_finite():
+    """float16 cannot hold the paper's eps of 1e-10; its smallest normal number takes its place."""
+    model = build_model("lantm", VOCAB).half()
+    with torch.no_grad():
+        model.step_projection.weight.zero_()
+        model.step_projection.bias.zero_()
+    logits = model(copy_batch(batch=2)[0], 5)
+    logits.float().sum().backward()
+    assert torch.isfinite(logits).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
+def test_wide_unsigned_token_dtypes(dtype):
+    model = build_model("lantm", VOCAB)
+    inputs, _ = copy_batch(batch=2)
+    torch.testing.assert_close(model(inputs.to(dtype), 5), model(inputs, 5))
+    with pytest.raises(ValueError, match="token ids must lie"):
+        model(torch.full((2, 3), VOCAB, dtype=dtype), 5)
+
+
+def test_answer_length_may_be_any_integer():
+    import numpy as np
+
+    model = build_model("lantm", VOCAB)
+    inputs, _ = copy_batch(batch=2)
+    for length in (np.int64(5), torch.tensor(5)):
+        assert model(inputs, length).shape == (2, 5, VOCAB)
+    with pytest.raises(ValueError, match="answer_length"):
+        model(inputs, 2.0)

@@ -8,10 +8,13 @@ what it emits there is all that is scored (paper, section 5).
 from __future__ import annotations
 
 import abc
+import operator
 
 import torch
 
 from ..config import ConfigError
+
+_NATIVE_TOKEN_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def initialize_layers(layers, scheme: str) -> None:
@@ -57,7 +60,7 @@ class SequenceModel(torch.nn.Module, abc.ABC):
 
     def forward(self, inputs: torch.Tensor, answer_length: int) -> torch.Tensor:
         """Logits `[batch, answer_length, vocab_size]` for the answer steps after reading `inputs`."""
-        self.check_inputs(inputs, answer_length)
+        answer_length = self.check_inputs(inputs, answer_length)
         stream = self.stream(inputs, answer_length)
         return self._forward(stream, inputs.shape[1], answer_length)
 
@@ -70,8 +73,11 @@ class SequenceModel(torch.nn.Module, abc.ABC):
         placeholders = inputs.new_full((answer_length, inputs.shape[0]), self.placeholder, dtype=torch.long)
         return torch.cat((inputs.t().long(), placeholders), dim=0)
 
-    def check_inputs(self, inputs: torch.Tensor, answer_length: int) -> None:
-        """Raise `ValueError` for inputs that are not a batch of token ids, or a non-positive answer length."""
+    def check_inputs(self, inputs: torch.Tensor, answer_length: int) -> int:
+        """Raise `ValueError` for inputs that are not a batch of token ids, or a non-positive answer length.
+
+        Returns the answer length as an `int` (it may come as any integer, a NumPy one or a 0-d tensor).
+        """
         name = type(self).__name__
         if not isinstance(inputs, torch.Tensor):
             raise ValueError(f"{name}: inputs must be a tensor of token ids, got {type(inputs).__name__}")
@@ -79,14 +85,21 @@ class SequenceModel(torch.nn.Module, abc.ABC):
             raise ValueError(f"{name}: inputs must have shape [batch, length] with both > 0, got {tuple(inputs.shape)}")
         if inputs.is_floating_point() or inputs.is_complex() or inputs.dtype == torch.bool:
             raise ValueError(f"{name}: inputs must be integer token ids, got {inputs.dtype}")
-        if not isinstance(answer_length, int) or isinstance(answer_length, bool) or answer_length < 1:
+        try:
+            length = None if isinstance(answer_length, bool) else operator.index(answer_length)
+        except TypeError:
+            length = None
+        if length is None or length < 1:
             raise ValueError(f"{name}: answer_length must be an integer >= 1, got {answer_length!r}")
         if inputs.device.type != "meta":
-            low, high = torch.stack(torch.aminmax(inputs)).tolist()  # one reduction, one device sync
+            # Widen first: aminmax has no kernels for the wider unsigned types.
+            checked = inputs if inputs.dtype in _NATIVE_TOKEN_DTYPES else inputs.long()
+            low, high = torch.stack(torch.aminmax(checked)).tolist()  # one reduction, one device sync
             if low < 0 or high >= self.vocab_size:
                 raise ValueError(
                     f"{name}: token ids must lie in [0, {self.vocab_size}), got values from {low} to {high}"
                 )
+        return length
 
     @property
     def dtype(self) -> torch.dtype:

@@ -138,7 +138,7 @@ class LieAccessMachine(SequenceModel):
 
     def trace(self, inputs: torch.Tensor, answer_length: int) -> LieAccessTrace:
         """Run like `forward`, and also return where the heads went and what memory held."""
-        self.check_inputs(inputs, answer_length)
+        answer_length = self.check_inputs(inputs, answer_length)
         return self._run(self.stream(inputs, answer_length), inputs.shape[1], record=True)
 
     @property

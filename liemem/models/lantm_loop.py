@@ -105,8 +105,11 @@ class LieAccessLoop(torch.autograd.Function):
         if differentiable:
             # Replayed now, while the group's parameters are the ones this forward pass used (a caller such
             # as torch.func.functional_call may swap them back before the backward pass).
+            # Its graph is walked once per Jacobian row, so it is kept out of any saved-tensor hooks of the
+            # caller's (torch.utils.checkpoint's would recompute the whole model at every walk).
             raws = outputs[..., : 2 * raw_size].unflatten(-1, (2, raw_size))
-            ctx.replay = _HeadsReplay(heads_module, input_length, raws, states_before)
+            with torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
+                ctx.replay = _HeadsReplay(heads_module, input_length, raws, states_before)
         ctx.save_for_backward(recurrent, outputs, recurrent_weight, step_weight, *group_parameters)
         answers = recurrent[input_length + 1 :]
         return answers[..., width:].clone(), answers[..., :width].clone()
@@ -295,6 +298,10 @@ class _HeadsReplay:
             return self.output_grads[start : start + self.batch * 2, 0]
         start = self.input_length * self.batch * 2 + (t - self.input_length) * self.batch
         return self.output_grads[start : start + self.batch, 0]
+
+
+def _keep(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def _or_zeros(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
