@@ -388,3 +388,13 @@ def test_answer_length_may_be_any_integer():
         assert model(inputs, length).shape == (2, 5, VOCAB)
     with pytest.raises(ValueError, match="answer_length"):
         model(inputs, 2.0)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precisions_give_finite_values_and_gradients(name, dtype):
+    model = build_model(name, VOCAB).to(dtype)
+    logits = model(*copy_batch(batch=2)[:1], 5)
+    assert logits.dtype == dtype and torch.isfinite(logits).all()
+    logits.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

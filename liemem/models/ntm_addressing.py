@@ -32,7 +32,7 @@ def cosine_similarity(memory: torch.Tensor, keys: torch.Tensor, eps: float = COS
     0/0 (the gradient of `sqrt` at 0 is infinite, and a clamp after it would multiply that by 0). Vectors with a
     norm above `eps`, including a memory filled with the constant 1e-6 of width 2 or more, get the exact cosine.
     """
-    floor = eps * eps
+    floor = max(eps * eps, torch.finfo(memory.dtype).tiny)  # eps^2 underflows to 0 in float16
     key_norm = keys.square().sum(-1).clamp_min(floor).sqrt()
     memory_norm = memory.square().sum(-1).clamp_min(floor).sqrt()
     dot = torch.bmm(keys, memory.transpose(1, 2))
