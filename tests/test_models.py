@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 
 import pytest
@@ -398,3 +399,21 @@ def test_half_precisions_give_finite_values_and_gradients(name, dtype):
     assert logits.dtype == dtype and torch.isfinite(logits).all()
     logits.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def _live_tensors() -> int:
+    gc.collect()
+    return sum(issubclass(type(obj), torch.Tensor) for obj in gc.get_objects())  # type(): no lazy attribute
+
+
+@pytest.mark.parametrize("name", ["lantm", "slantm"])
+def test_training_steps_leave_no_tensor_behind(name):
+    """A step's graph must be freed with it: a reference cycle through autograd's C++ nodes would keep each
+    step's replayed head movement alive, and memory would grow at every training step."""
+    model = build_model(name, 8)
+    inputs = torch.randint(0, 8, (4, 6))
+    model(inputs, 5).sum().backward()  # the first step allocates the gradients
+    before = _live_tensors()
+    for _ in range(3):
+        model(inputs, 5).sum().backward()
+    assert _live_tensors() == before

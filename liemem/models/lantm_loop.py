@@ -301,7 +301,9 @@ class _HeadsReplay:
 
 
 def _keep(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor
+    # Detached: a node that saves its own output would otherwise hold that output's grad_fn, i.e. itself, a
+    # reference cycle through C++ that Python's collector cannot see, leaking every step's replay graph.
+    return tensor.detach()
 
 
 def _or_zeros(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
