@@ -1,0 +1,7 @@
+"""`python -m liemem` runs the `liemem` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

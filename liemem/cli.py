@@ -1,0 +1,206 @@
+"""The `liemem` command: draw task samples, train a model, evaluate a trained run.
+
+    liemem sample --task copy --split test -n 3 --seed 0
+    liemem train --task copy --model lantm --out runs/copy [--config FILE] [--steps N] ...
+    liemem eval runs/copy [--lengths 65-128] [-n 3200] [--device cuda]
+
+Groups and tasks of your own are available once the module defining them is imported: `--import MODULE` (or
+a path to a .py file) on any command.
+
+Errors a user can fix (an unknown name or option, a bad range, a missing or mismatched checkpoint) print one
+line and exit with status 2; a run that diverges exits with status 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from . import tasks
+from .config import ConfigError
+from .training import CheckpointError, TrainConfig, TrainingDiverged, evaluate, load_config, parse_lengths
+from .training.data import test_examples, train_examples
+from .training.loop import restore_model, train
+
+USER_ERRORS = (ConfigError, CheckpointError)
+
+
+class UsageError(Exception):
+    """A command line argparse refused."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, raised rather than printed with the usage."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def import_extensions(names: list[str]) -> None:
+    """Import modules that register groups or tasks of the user's own: dotted module names or .py files."""
+    for name in names:
+        path = Path(name)
+        try:
+            if name.endswith(".py"):
+                if not path.is_file():
+                    raise ConfigError(f"--import {name}: no such file")
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[path.stem] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(name)
+        except ImportError as error:
+            raise ConfigError(f"--import {name}: {error}") from None
+
+
+def _add_import_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="a module or .py file to import first, registering your own groups or tasks (repeatable)",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the three commands, whose errors raise `UsageError`."""
+    parser = _Parser(prog="liemem", description="Lie-access neural memory: tasks, training and evaluation.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sample = commands.add_parser("sample", help="print task examples as JSON lines")
+    sample.add_argument("--task", required=True, help=f"one of: {', '.join(tasks.names())}")
+    sample.add_argument("--split", choices=("train", "test"), default="train")
+    sample.add_argument("-n", type=int, default=10, help="number of examples (default 10)")
+    sample.add_argument("--seed", type=int, default=0, help="the run's seed (train) or evaluation seed (test)")
+    sample.add_argument("--lengths", help="size range A-B (default: the task's range for the split)")
+    _add_import_option(sample)
+
+    train_ = commands.add_parser("train", help="train a model on a task")
+    train_.add_argument("--task", help="task name (default copy)")
+    train_.add_argument("--model", help="model name (default lantm)")
+    train_.add_argument("--config", help="TOML file of training options; flags override it")
+    train_.add_argument("--steps", type=int)
+    train_.add_argument("--batch-size", type=int)
+    train_.add_argument("--train-lengths", help="size range A-B (default: the task's)")
+    train_.add_argument("--test-lengths", help="size range A-B for evaluation (default: the task's 2x range)")
+    train_.add_argument("--regime", choices=("small", "large"))
+    train_.add_argument("--lr", type=float)
+    train_.add_argument("--seed", type=int)
+    train_.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
+    train_.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: on a terminal only)",
+    )
+    train_.add_argument("--out", required=True, help="run directory: checkpoints, metrics, scores")
+    _add_import_option(train_)
+
+    eval_ = commands.add_parser("eval", help="score a trained run")
+    eval_.add_argument("run", help="run directory written by `liemem train`")
+    eval_.add_argument("--lengths", help="size range A-B (default: the run's test lengths)")
+    eval_.add_argument("-n", type=int, help="number of examples (default: the run's eval_samples)")
+    eval_.add_argument("--seed", type=int, help="evaluation seed (default: the run's)")
+    eval_.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    eval_.add_argument("--best", action="store_true", help="score the best evaluation's weights, not the last")
+    _add_import_option(eval_)
+    return parser
+
+
+def run_sample(args) -> None:
+    """`liemem sample`: print examples of the train split (as a run sees them) or of the test split."""
+    task = tasks.get(args.task)
+    if args.n < 1:
+        raise ConfigError(f"-n must be at least 1, got {args.n}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    default = task.train_sizes if args.split == "train" else task.test_sizes
+    sizes = task.check_sizes(parse_lengths(args.lengths, "--lengths") if args.lengths else default, "--lengths")
+    if args.split == "test":
+        groups = test_examples(task, sizes, args.n, args.seed)
+    else:  # the first n examples a run with this seed trains on, with the default batch size
+        batch_size, groups, drawn, index = TrainConfig.batch_size, [], 0, 0
+        while drawn < args.n:
+            groups += train_examples(task, sizes, index, batch_size, args.seed)
+            drawn, index = drawn + batch_size, index + 1
+    printed = 0
+    for examples in groups:
+        for inputs, targets in zip(examples.inputs, examples.targets, strict=True):
+            if printed == args.n:
+                return
+            print(json.dumps({"input": task.decode(inputs), "target": task.decode(targets)}))
+            printed += 1
+
+
+def run_train(args) -> None:
+    """`liemem train`: the config file's settings, overridden by the flags given; prints the summary last."""
+    config = load_config(args.config) if args.config else TrainConfig()
+    flags = {
+        "task": args.task,
+        "model": args.model,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "regime": args.regime,
+        "lr": args.lr,
+        "seed": args.seed,
+        "device": args.device,
+        "train_lengths": parse_lengths(args.train_lengths, "--train-lengths") if args.train_lengths else None,
+        "test_lengths": parse_lengths(args.test_lengths, "--test-lengths") if args.test_lengths else None,
+    }
+    config = dataclasses.replace(config, **{name: value for name, value in flags.items() if value is not None})
+    summary = train(config, args.out, progress=args.progress)
+    print(json.dumps(summary.as_dict()))
+
+
+def run_eval(args) -> None:
+    """`liemem eval`: score a run's weights; the last line is a JSON object with "fine" and "coarse"."""
+    model, task, config, step = restore_model(args.run, args.device, best=args.best)
+    sizes = parse_lengths(args.lengths, "--lengths") if args.lengths else config.test_lengths
+    count = config.eval_samples if args.n is None else args.n
+    if count < 1:
+        raise ConfigError(f"-n must be at least 1, got {count}")
+    seed = config.eval_seed if args.seed is None else args.seed
+    if seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {seed}")
+    scores = evaluate(model, task, task.check_sizes(sizes, "--lengths"), count, seed, config.batch_size)
+    result = {"task": config.task, "model": config.model, "step": step, "lengths": list(sizes), "seed": seed}
+    print(json.dumps({**result, **scores.as_dict()}))
+
+
+COMMANDS = {"sample": run_sample, "train": run_train, "eval": run_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default: `sys.argv[1:]`) and return the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        import_extensions(args.imports)
+        COMMANDS[args.command](args)
+    except UsageError as error:
+        print(f"{error}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as error:
+        print(f"liemem: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:
+        print(f"liemem: {error}", file=sys.stderr)
+        return 3
+    except BrokenPipeError:  # the reader went away (`liemem sample ... | head`): nothing left to say
+        sys.stdout = None
+        return 0
+    except OSError as error:  # an output directory that cannot be made or written, say
+        where = f": {error.filename!r}" if error.filename else ""
+        print(f"liemem: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("liemem: interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

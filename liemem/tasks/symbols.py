@@ -1,0 +1,73 @@
+"""Rearranging symbols: copy, reverse, bigram flip and odd first (paper, table 1a, tasks 1, 2, 3 and 6)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import require_int
+from .base import Examples, Task, numbered_symbols
+
+
+class SymbolTask(Task):
+    """A task over `symbol_count` plain symbols (128 in the paper), drawn uniformly and independently."""
+
+    def __init__(self, symbol_count: int = 128):
+        require_int(f"task {self.name!r}", "symbol_count", symbol_count, minimum=2)
+        self.symbol_count = symbol_count
+        self.symbols = numbered_symbols(symbol_count)
+
+    def draw(self, count: int, length: int, rng: np.random.Generator) -> np.ndarray:
+        """`[count, length]` symbols, uniform and independent."""
+        return rng.integers(0, self.symbol_count, size=(count, length), dtype=np.int64)
+
+
+class Copy(SymbolTask, name="copy"):
+    """a1 .. ak -> a1 .. ak, k in 2-64 (test 65-128)."""
+
+    number = 1
+    train_sizes = (2, 64)
+    test_sizes = (65, 128)
+
+    def generate(self, size, count, rng):
+        inputs = self.draw(count, self.check_size(size), rng)
+        return Examples(inputs, inputs.copy())
+
+
+class Reverse(SymbolTask, name="reverse"):
+    """a1 .. ak -> ak .. a1, k in 2-64 (test 65-128)."""
+
+    number = 2
+    train_sizes = (2, 64)
+    test_sizes = (65, 128)
+
+    def generate(self, size, count, rng):
+        inputs = self.draw(count, self.check_size(size), rng)
+        return Examples(inputs, inputs[:, ::-1].copy())
+
+
+class BigramFlip(SymbolTask, name="bigram_flip"):
+    """a1 a2 a3 a4 .. -> a2 a1 a4 a3 ..; the size is the number of pairs, 1-16 (2-32 symbols; test 17-32 pairs)."""
+
+    number = 3
+    train_sizes = (1, 16)
+    test_sizes = (17, 32)
+    size_meaning = "symbol pairs"
+
+    def generate(self, size, count, rng):
+        pairs = self.check_size(size)
+        inputs = self.draw(count, 2 * pairs, rng)
+        targets = inputs.reshape(count, pairs, 2)[:, :, ::-1].reshape(count, 2 * pairs)
+        return Examples(inputs, targets.copy())
+
+
+class OddFirst(SymbolTask, name="odd_first"):
+    """a1 a2 .. a2k -> a1 a3 .. a2k-1 a2 a4 .. a2k; the size is k, 1-16 (2-32 symbols; test 17-32)."""
+
+    number = 6
+    train_sizes = (1, 16)
+    test_sizes = (17, 32)
+    size_meaning = "symbol pairs"
+
+    def generate(self, size, count, rng):
+        inputs = self.draw(count, 2 * self.check_size(size), rng)
+        return Examples(inputs, np.concatenate((inputs[:, 0::2], inputs[:, 1::2]), axis=1))

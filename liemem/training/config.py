@@ -1,0 +1,171 @@
+"""The configuration of a training run: one flat record, read from TOML, overridable field by field.
+
+Defaults are the paper's (section 5, appendix A and the authors' code): RMSProp (alpha 0.99, eps 1e-8), batches
+of 32 with one length each, 10,000 steps, the small regime (the first 500 batches repeated), learning-rate decay
+of 0.99 every 20 steps after 3,000 steps (the authors' delay of 300 iterations of 10 steps), gradients clipped
+to a global norm of 32, and 3,200 test samples at the task's 2x lengths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from .. import tasks
+from ..config import ConfigError, field_names, require_bool, require_choice, require_float, require_int
+from ..factory import PRESETS, model_config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+REGIMES = ("small", "large")
+# Fields that may change when a run resumes: how long it runs, where, and how often it reports and saves.
+RESUMABLE_FIELDS = ("steps", "device", "log_every", "checkpoint_every")
+# The paper's learning rates: 0.01-0.04 for models with memory (0.02 is the middle of its grid), 0.002 for
+# the LSTM. The NTM's content addressing diverges at those rates; 0.001 is the rate NTM implementations use.
+DEFAULT_LEARNING_RATES = {"lstm": 0.002, "ntm": 0.001}
+DEFAULT_LEARNING_RATE = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. `None` lengths and learning rate mean the task's and model's."""
+
+    task: str = "copy"
+    model: str = "lantm"
+    task_options: dict = dataclasses.field(default_factory=dict)
+    model_options: dict = dataclasses.field(default_factory=dict)
+    steps: int = 10_000
+    batch_size: int = 32
+    train_lengths: tuple[int, int] | None = None
+    test_lengths: tuple[int, int] | None = None
+    one_length_per_batch: bool = True
+    regime: str = "small"
+    small_regime_batches: int = 500
+    lr: float | None = None
+    rmsprop_alpha: float = 0.99
+    rmsprop_eps: float = 1e-8
+    decay_after: int = 3_000
+    decay_rate: float = 0.99
+    decay_every: int = 20
+    clip_norm: float = 32.0
+    seed: int = 1
+    eval_every: int = 500
+    eval_samples: int = 3_200
+    eval_seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    device: str = "auto"
+
+    def resolved(self) -> TrainConfig:
+        """This configuration checked, with the task's lengths and the model's learning rate filled in.
+
+        Raises `ConfigError` naming the first field that is invalid.
+        """
+        owner = "training config"
+        task = tasks.get(self.task, **_table(owner, "task_options", self.task_options))
+        model_config(self.model, **_table(owner, "model_options", self.model_options))
+        for field in ("steps", "batch_size", "small_regime_batches", "decay_every", "eval_every", "eval_samples"):
+            require_int(owner, field, getattr(self, field))
+        for field in ("checkpoint_every", "log_every"):
+            require_int(owner, field, getattr(self, field))
+        for field in ("decay_after", "seed", "eval_seed"):
+            require_int(owner, field, getattr(self, field), minimum=0)
+        require_choice(owner, "regime", self.regime, REGIMES)
+        require_bool(owner, "one_length_per_batch", self.one_length_per_batch)
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError(f"{owner}: device must be a device name such as 'cpu', 'cuda' or 'auto'")
+        lr = self.lr if self.lr is not None else default_learning_rate(self.model)
+        require_float(owner, "lr", lr, positive=True)
+        require_float(owner, "clip_norm", self.clip_norm, positive=True)
+        require_float(owner, "rmsprop_eps", self.rmsprop_eps, positive=True)
+        require_float(owner, "rmsprop_alpha", self.rmsprop_alpha, minimum=0.0)
+        if self.rmsprop_alpha >= 1:  # the squared-gradient average would stay at 0 and every step explode
+            raise ConfigError(f"{owner}: rmsprop_alpha must be in [0, 1), got {self.rmsprop_alpha}")
+        require_float(owner, "decay_rate", self.decay_rate, minimum=0.0)
+        if self.decay_rate > 1:
+            raise ConfigError(f"{owner}: decay_rate must be in [0, 1], got {self.decay_rate}")
+        train = task.check_sizes(self.train_lengths or task.train_sizes, "train_lengths")
+        test = task.check_sizes(self.test_lengths or task.test_sizes, "test_lengths")
+        return dataclasses.replace(self, lr=float(lr), train_lengths=train, test_lengths=test)
+
+    def to_dict(self) -> dict:
+        """Plain data (lists for the ranges), as a checkpoint or a TOML file holds it."""
+        data = dataclasses.asdict(self)
+        for field in ("train_lengths", "test_lengths"):
+            if data[field] is not None:
+                data[field] = list(data[field])
+        return data
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """The fields that differ between two resolved configurations, ignoring those a resumed run may change."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [name for name in mine if name not in RESUMABLE_FIELDS and mine[name] != theirs[name]]
+
+
+def default_learning_rate(model: str) -> float:
+    """The learning rate a model trains with unless the configuration sets one."""
+    preset = PRESETS.get(model)
+    if preset is not None:
+        for name, rate in DEFAULT_LEARNING_RATES.items():
+            if preset.model is PRESETS[name].model:
+                return rate
+    return DEFAULT_LEARNING_RATE
+
+
+def _table(owner: str, field: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{owner}: {field} must be a table of options, got {value!r}")
+    return value
+
+
+def parse_lengths(text: str, what: str = "lengths") -> tuple[int, int]:
+    """'A-B' (or a single 'A') as a (low, high) pair; `ConfigError` for anything else."""
+    low, separator, high = str(text).strip().partition("-")
+    try:
+        bounds = (int(low), int(high if separator else low))
+    except ValueError:
+        raise ConfigError(f"bad {what} {text!r}: expected a range A-B of positive integers, such as 2-8") from None
+    if bounds[0] > bounds[1]:
+        raise ConfigError(f"bad {what} {text!r}: the first bound is larger than the second")
+    return bounds
+
+
+def config_from_dict(data: dict, source: str = "configuration") -> TrainConfig:
+    """A `TrainConfig` from plain data; unknown keys are refused with the list of valid ones."""
+    valid = field_names(TrainConfig)
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown option {', '.join(map(repr, unknown))}; valid options: {', '.join(valid)}"
+        )
+    data = dict(data)
+    for field in ("train_lengths", "test_lengths"):
+        value = data.get(field)
+        if isinstance(value, str):
+            data[field] = parse_lengths(value, field)
+        elif isinstance(value, list | tuple):
+            if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"{source}: {field} must be two integers [A, B] or a string 'A-B', got {value!r}")
+            data[field] = tuple(value)
+        elif value is not None:
+            raise ConfigError(f"{source}: {field} must be two integers [A, B] or a string 'A-B', got {value!r}")
+    return TrainConfig(**data)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """A `TrainConfig` from a TOML file whose top-level keys are its fields (tables for the option fields)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {error.strerror or error}") from None
+    return config_from_dict(data, f"config file {str(path)!r}")

@@ -1,0 +1,81 @@
+"""Batches for training and evaluation, drawn deterministically from a seed.
+
+Training batch i is drawn from its own random stream (seed, i), so a run can start or resume at any step
+without replaying the ones before it, and the small regime's data is exactly the large regime's first batches.
+Examples of different lengths never share a tensor: a batch is a list of *buckets*, each holding examples of
+one shape, so no padding or mask touches any example's loss.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ..tasks import Examples, Task
+
+TRAIN_STREAM, TEST_STREAM = 0, 1
+
+
+class Bucket(NamedTuple):
+    """Examples of one shape: model inputs `[n, input_length]` (markers included), targets `[n, answer_length]`."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+
+def generator(seed: int, stream: int, index: int = 0) -> np.random.Generator:
+    """The random stream of one training batch, or of a test set."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream, index)))
+
+
+def train_examples(
+    task: Task, sizes: tuple[int, int], batch_index: int, batch_size: int, seed: int, one_length: bool = True
+) -> list[Examples]:
+    """Training batch `batch_index`: one size drawn for the whole batch (the paper's way), or one per example."""
+    rng = generator(seed, TRAIN_STREAM, batch_index)
+    if one_length:
+        size = int(rng.integers(sizes[0], sizes[1] + 1))
+        return [task.generate(size, batch_size, rng)]
+    return task.sample(sizes, batch_size, rng)
+
+
+def test_examples(task: Task, sizes: tuple[int, int], count: int, seed: int) -> list[Examples]:
+    """A test set of `count` examples, each of a size drawn uniformly from `sizes`, grouped by size."""
+    return task.sample(sizes, count, generator(seed, TEST_STREAM))
+
+
+def to_buckets(
+    task: Task, groups: list[Examples], device: torch.device | str, batch_size: int | None = None
+) -> list[Bucket]:
+    """Encode groups of equal-shape examples as tensors on `device`, split into buckets of at most `batch_size`."""
+    buckets = []
+    for examples in groups:
+        inputs, targets = task.encode(examples)
+        step = batch_size or len(inputs)
+        for start in range(0, len(inputs), step):
+            buckets.append(
+                Bucket(
+                    torch.from_numpy(inputs[start : start + step]).to(device, non_blocking=True),
+                    torch.from_numpy(targets[start : start + step]).to(device, non_blocking=True),
+                )
+            )
+    return buckets
+
+
+def symbol_loss(model: torch.nn.Module, buckets: list[Bucket]) -> torch.Tensor:
+    """Cross-entropy per answer symbol, averaged over every symbol of every bucket (the paper's objective).
+
+    Each example's terms are the same whichever bucket it sits in, since buckets are run separately.
+    """
+    total, symbols = 0.0, 0
+    for bucket in buckets:
+        logits = model(bucket.inputs, bucket.targets.shape[1])
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()  # the log-softmax of half-precision logits loses the small probabilities
+        total = total + torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), bucket.targets.flatten(), reduction="sum"
+        )
+        symbols += bucket.targets.numel()
+    return total / symbols

@@ -1,0 +1,298 @@
+"""The training loop: RMSProp on the mean per-symbol cross-entropy, with the paper's schedule, clipping,
+periodic 2x-length evaluation, checkpoints a killed run resumes from exactly, and a stop on the first NaN."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from tqdm import tqdm
+
+from .. import tasks
+from ..config import ConfigError
+from ..factory import build_model
+from . import checkpoint
+from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError
+from .config import TrainConfig, config_from_dict
+from .data import symbol_loss, test_examples, to_buckets, train_examples
+from .evaluate import Scores, score
+from .metrics import MetricsLog
+
+SUMMARY_FILE = "summary.json"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite; training stopped before applying that step."""
+
+
+class RunSummary(NamedTuple):
+    """How a run ended: its last step, the final and best scores (with the best one's step), and the time spent."""
+
+    step: int
+    final: Scores
+    best: Scores
+    best_step: int
+    wall_seconds: float
+
+    def as_dict(self) -> dict:
+        """The summary as plain data: what `liemem train` prints and `summary.json` holds."""
+        return {
+            "step": self.step,
+            **self.final.as_dict(),
+            "best": {"step": self.best_step, **self.best.as_dict()},
+            "wall_seconds": round(self.wall_seconds, 3),
+        }
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The rate for optimizer step `step` (1-based): constant, then times `decay_rate` every `decay_every` steps
+    once `decay_after` steps have passed."""
+    if step <= config.decay_after:
+        return config.lr
+    return config.lr * config.decay_rate ** ((step - config.decay_after) // config.decay_every)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else the CPU; other names must be devices torch has here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ConfigError(f"device {name!r} is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
+def stored_config(state: dict, source: str) -> TrainConfig:
+    """The resolved configuration a checkpoint was written with."""
+    try:
+        return config_from_dict(state["config"], source).resolved()
+    except (KeyError, TypeError, ConfigError) as error:
+        raise CheckpointError(f"{source} holds no usable configuration: {error}") from None
+
+
+def restore_model(out: Path, device: str = "auto", best: bool = False):
+    """The model of the run in `out` (its last checkpoint, or its best evaluation with `best`), its task and
+    configuration, and the step it was saved at."""
+    out = Path(out)
+    state = checkpoint.load(out / CHECKPOINT_FILE)
+    source = f"checkpoint {str(out / CHECKPOINT_FILE)!r}"
+    config = stored_config(state, source)
+    task = tasks.get(config.task, **config.task_options)
+    model = build_model(config.model, task.vocab_size, **config.model_options)
+    step = state["step"]
+    if best:
+        state = checkpoint.load(out / BEST_FILE)
+        source, step = f"checkpoint {str(out / BEST_FILE)!r}", state["step"]
+    checkpoint.load_model_state(model, state["model"], source)
+    return model.to(resolve_device(device)), task, config, step
+
+
+class _Run:
+    """The mutable state of one run, saved whole in every checkpoint."""
+
+    def __init__(self):
+        self.step = 0
+        self.evaluations: list[dict] = []
+        self.best: dict | None = None
+        self.window = [0.0, 0]  # loss sum and count since the last log record
+        self.elapsed = 0.0
+
+    def state(self) -> dict:
+        return {
+            "step": self.step,
+            "evaluations": self.evaluations,
+            "best": self.best,
+            "window": self.window,
+            "elapsed": self.elapsed,
+        }
+
+    def load(self, state: dict) -> None:
+        self.step, self.evaluations, self.best = state["step"], state["evaluations"], state["best"]
+        self.window, self.elapsed = list(state["window"]), state["elapsed"]
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # evaluation lines show at once, also when stdout is a file
+
+
+def train(config: TrainConfig, out: str | Path, progress: bool | None = None, echo=_print) -> RunSummary:
+    """Train `config` into the directory `out`, resuming from its checkpoint if it holds one.
+
+    `progress` shows a progress bar (None: only on a terminal); `echo` receives one line per evaluation.
+    Raises `ConfigError` for an invalid configuration, `CheckpointError` if `out` holds a run of another
+    configuration, and `TrainingDiverged` (naming the step) if the loss or gradient stops being finite.
+    """
+    config = config.resolved()
+    device = resolve_device(config.device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    task = tasks.get(config.task, **config.task_options)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, task.vocab_size, **config.model_options).to(device)
+    optimizer = torch.optim.RMSprop(
+        model.parameters(), lr=config.lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps
+    )
+    run = _Run()
+    path = out / CHECKPOINT_FILE
+    best_model = None
+    if path.exists():
+        best_model = _resume(path, config, model, optimizer, run, device)
+        if run.best is not None:  # best.pt may be from an evaluation after the checkpoint: rewrite it
+            _save_best(out, run.best, best_model)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    metrics = MetricsLog(out, run.step)
+    bar = tqdm(
+        total=config.steps,
+        initial=run.step,
+        unit="step",
+        disable=None if progress is None else not progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    cache: dict[int, list] = {}
+    test_set = None
+    last_saved = run.step if path.exists() else None
+    started, step_time, window_samples = time.perf_counter(), time.perf_counter(), 0
+    try:
+        while run.step < config.steps:
+            step = run.step + 1
+            small = config.regime == "small"
+            index = (step - 1) % config.small_regime_batches if small else step - 1
+            buckets = cache.get(index)
+            if buckets is None:
+                examples = train_examples(
+                    task, config.train_lengths, index, config.batch_size, config.seed, config.one_length_per_batch
+                )
+                buckets = to_buckets(task, examples, device)
+                if small:
+                    cache[index] = buckets
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, step)
+            loss = symbol_loss(model, buckets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            loss_value, norm_value = torch.stack((loss.detach().float(), grad_norm.float())).tolist()
+            if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+                kept = (
+                    f"the last good checkpoint (step {last_saved}) is kept in {str(path)!r}"
+                    if last_saved is not None
+                    else "no checkpoint had been written yet"
+                )
+                raise TrainingDiverged(
+                    f"training stopped at step {step}: loss {loss_value}, gradient norm {norm_value}; {kept}"
+                )
+            optimizer.step()
+            run.step = step
+            run.window[0] += loss_value
+            run.window[1] += 1
+            window_samples += sum(len(bucket.targets) for bucket in buckets)
+
+            if step % config.log_every == 0 or step == config.steps:
+                now = time.perf_counter()
+                record = {
+                    "step": step,
+                    "loss": run.window[0] / run.window[1],
+                    "lr": learning_rate(config, step),
+                    "grad_norm": norm_value,
+                    "samples_per_second": window_samples / max(now - step_time, 1e-9),
+                }
+                metrics.write(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
+                run.window, step_time, window_samples = [0.0, 0], now, 0
+            if step % config.eval_every == 0 or step == config.steps:
+                if test_set is None:
+                    examples = test_examples(task, config.test_lengths, config.eval_samples, config.eval_seed)
+                    test_set = to_buckets(task, examples, device, config.batch_size)
+                scores = score(model, test_set)
+                record = {"step": step, **scores.as_dict()}
+                run.evaluations.append(record)
+                if run.best is None or scores.better_than(Scores(run.best["fine"], run.best["coarse"], 0)):
+                    run.best = record
+                    best_model = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+                    _save_best(out, run.best, best_model)
+                metrics.write({"step": step, "eval": scores.as_dict()})
+                line = (
+                    f"step {step}: fine {100 * scores.fine:.2f}%  coarse {100 * scores.coarse:.2f}%  "
+                    f"(best coarse {100 * run.best['coarse']:.2f}% at step {run.best['step']})"
+                )
+                bar.clear()
+                echo(line)
+                bar.refresh()
+            bar.update(1)
+            if step % config.checkpoint_every == 0 or step % config.eval_every == 0 or step == config.steps:
+                run.elapsed += time.perf_counter() - started
+                started = time.perf_counter()
+                metrics.flush()
+                checkpoint.save(path, _checkpoint_state(config, model, optimizer, run, best_model))
+                last_saved = step
+    finally:
+        bar.close()
+        metrics.close()
+    run.elapsed += time.perf_counter() - started
+    summary = _summary(run)
+    (out / SUMMARY_FILE).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    return summary
+
+
+def _save_best(out: Path, record: dict, state_dict: dict) -> None:
+    checkpoint.save(out / BEST_FILE, {"step": record["step"], "model": state_dict, "scores": record})
+
+
+def _resume(path: Path, config: TrainConfig, model, optimizer, run: _Run, device: torch.device) -> dict | None:
+    """Load the checkpoint at `path` into the model, optimizer and run; return the best evaluation's weights."""
+    state = checkpoint.load(path)
+    source = f"checkpoint {str(path)!r}"
+    saved = stored_config(state, source)
+    differing = saved.differences(config)
+    if differing:
+        mine, theirs = saved.to_dict(), config.to_dict()
+        detail = ", ".join(f"{name} is {mine[name]!r} there, {theirs[name]!r} here" for name in differing)
+        raise CheckpointError(f"{source} is from another configuration ({detail}); use another output directory")
+    checkpoint.load_model_state(model, state["model"], source)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(f"{source}: optimizer state does not fit the model: {error}") from None
+    checkpoint.set_rng_state(state["rng"], cuda=device.type == "cuda")
+    run.load(state["run"])
+    if run.step > config.steps:
+        raise CheckpointError(f"{source} is at step {run.step}, past the {config.steps} steps asked for")
+    return state.get("best_model")
+
+
+def _checkpoint_state(config, model, optimizer, run: _Run, best_model: dict | None) -> dict:
+    return {
+        "step": run.step,
+        "config": config.to_dict(),
+        "model": model.state_dict(),
+        "best_model": best_model,
+        "optimizer": optimizer.state_dict(),
+        "rng": checkpoint.rng_state(),
+        "run": run.state(),
+    }
+
+
+def _summary(run: _Run) -> RunSummary:
+    if not run.evaluations:
+        raise RuntimeError("the run has no evaluation")
+    final, best = run.evaluations[-1], run.best
+    return RunSummary(
+        run.step,
+        Scores(final["fine"], final["coarse"], final["samples"]),
+        Scores(best["fine"], best["coarse"], best["samples"]),
+        best["step"],
+        run.elapsed,
+    )

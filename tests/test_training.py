@@ -1,0 +1,321 @@
+"""The training pipeline: schedule, scores, bucketed losses, checkpoints and resuming, NaN stops, and learning."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import liemem
+from liemem import tasks
+from liemem.config import ConfigError
+from liemem.training import (
+    CheckpointError,
+    TrainConfig,
+    TrainingDiverged,
+    config_from_dict,
+    evaluate,
+    learning_rate,
+    load_config,
+    restore_model,
+    train,
+)
+from liemem.training import loop as training_loop
+from liemem.training.data import Bucket, symbol_loss, to_buckets, train_examples
+from liemem.training.evaluate import score
+from liemem.training.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(task="copy", train_lengths=(2, 4), test_lengths=(5, 6), eval_samples=16, device="cpu")
+
+
+def tiny(**overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY, "steps": 12, "eval_every": 6, "checkpoint_every": 4, "log_every": 2, **overrides})
+
+
+def test_learning_rate_is_constant_then_decays_every_20_steps():
+    config = TrainConfig(lr=0.02, decay_after=3000).resolved()
+    assert learning_rate(config, 1) == 0.02
+    assert learning_rate(config, 3000) == 0.02
+    assert learning_rate(config, 3019) == 0.02
+    assert learning_rate(config, 3020) == pytest.approx(0.02 * 0.99)
+    assert learning_rate(config, 3400) == pytest.approx(0.02 * 0.99**20)
+    assert learning_rate(config, 10_000) == pytest.approx(0.02 * 0.99**350)
+
+
+def test_defaults_are_the_papers():
+    config = TrainConfig().resolved()
+    assert (config.task, config.model, config.steps, config.batch_size) == ("copy", "lantm", 10_000, 32)
+    assert (config.train_lengths, config.test_lengths) == ((2, 64), (65, 128))
+    assert (config.rmsprop_alpha, config.rmsprop_eps, config.clip_norm) == (0.99, 1e-8, 32.0)
+    assert (config.regime, config.small_regime_batches, config.eval_samples) == ("small", 500, 3200)
+    assert config.lr == 0.02
+    assert TrainConfig(model="lstm").resolved().lr == 0.002
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"task": "sort"}, "unknown task 'sort'"),
+        ({"model": "lantn"}, "unknown model 'lantn'"),
+        ({"model_options": {"group": "so4"}}, "group must be one of"),
+        ({"model_options": {"widht": 3}}, "unknown option 'widht'"),
+        ({"regime": "medium"}, "regime must be one of"),
+        ({"lr": -0.1}, "lr must be > 0"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"train_lengths": (0, 4)}, "must start at 1 or more"),
+        ({"train_lengths": (8, 2)}, "is empty"),
+        ({"test_lengths": (2.5, 4)}, "range A-B of integers"),
+        ({"task": "associative_recall", "train_lengths": (1, 4)}, "must start at 2 or more"),
+        ({"decay_rate": 1.5}, "decay_rate must be in [0, 1]"),
+        ({"device": "tpu"}, "unknown device"),
+    ],
+)
+def test_invalid_configurations_are_refused_by_name(overrides, message, tmp_path):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        train(TrainConfig(**{**TINY, **overrides}), tmp_path, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_config_from_dict_refuses_unknown_keys_and_malformed_ranges():
+    with pytest.raises(ConfigError, match="unknown option 'stpes'"):
+        config_from_dict({"stpes": 10})
+    with pytest.raises(ConfigError, match="two integers"):
+        config_from_dict({"train_lengths": [2, 4, 6]})
+    assert config_from_dict({"train_lengths": "3-9"}).train_lengths == (3, 9)
+    assert config_from_dict({"test_lengths": [10, 20]}).test_lengths == (10, 20)
+
+
+class FixedAnswer(torch.nn.Module):
+    """Always answers `answer` with certainty, whatever the input."""
+
+    def __init__(self, answer, vocab_size=8):
+        super().__init__()
+        self.answer = torch.tensor(answer)
+        self.vocab_size = vocab_size
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, inputs, answer_length):
+        logits = torch.nn.functional.one_hot(self.answer[:answer_length], self.vocab_size).float()
+        return logits.expand(inputs.shape[0], -1, -1)
+
+
+def test_scores_count_symbols_and_whole_answers():
+    inputs = torch.zeros(4, 3, dtype=torch.long)
+    targets = torch.tensor([[1, 2, 3], [1, 2, 4], [0, 2, 3], [5, 5, 5]])
+    scores = score(FixedAnswer([1, 2, 3]), [Bucket(inputs, targets)])
+    assert scores.fine == pytest.approx(7 / 12)  # 3 + 2 + 2 + 0 symbols right
+    assert scores.coarse == pytest.approx(1 / 4)
+    # A second bucket of another length weighs in by its symbols and its examples.
+    scores = score(FixedAnswer([1, 2, 3]), [Bucket(inputs, targets), Bucket(inputs[:1], targets[:1, :2])])
+    assert (scores.fine, scores.coarse, scores.samples) == (pytest.approx(9 / 14), pytest.approx(2 / 5), 5)
+
+
+def test_mixed_length_batches_leave_every_example_loss_unchanged():
+    task = tasks.get("reverse", symbol_count=10)
+    torch.manual_seed(0)
+    model = liemem.build_model("lantm", task.vocab_size).double()
+    groups = task.sample((2, 7), 12, np.random.default_rng(3))
+    assert len(groups) > 2  # the batch really mixes lengths
+    batched = symbol_loss(model, to_buckets(task, groups, "cpu"))
+    # Reference: each example on its own, summed over symbols, divided by all symbols.
+    total, symbols = 0.0, 0
+    for examples in groups:
+        inputs, targets = task.encode(examples)
+        for x, y in zip(inputs, targets, strict=True):
+            logits = model(torch.from_numpy(x)[None], len(y))[0]
+            log_probs = torch.log_softmax(logits, dim=-1)
+            total -= sum(log_probs[i, int(t)].item() for i, t in enumerate(y))
+            symbols += len(y)
+    assert batched.item() == pytest.approx(total / symbols, rel=1e-12)
+
+
+def test_training_batches_come_from_their_index_alone():
+    task = tasks.get("copy")
+    first = train_examples(task, (2, 64), 7, 32, seed=1)
+    again = train_examples(task, (2, 64), 7, 32, seed=1)
+    other = train_examples(task, (2, 64), 8, 32, seed=1)
+    assert len(first) == 1 and first[0].inputs.shape[0] == 32  # one length per batch
+    assert np.array_equal(first[0].inputs, again[0].inputs)
+    assert first[0].inputs.shape != other[0].inputs.shape or not np.array_equal(first[0].inputs, other[0].inputs)
+    mixed = train_examples(task, (2, 64), 7, 32, seed=1, one_length=False)
+    assert sum(len(group.inputs) for group in mixed) == 32 and len(mixed) > 1
+
+
+def test_the_small_regime_repeats_its_first_batches(tmp_path, monkeypatch):
+    seen = []
+    original = training_loop.train_examples
+
+    def recording(task, sizes, index, *args, **kwargs):
+        seen.append(index)
+        return original(task, sizes, index, *args, **kwargs)
+
+    monkeypatch.setattr(training_loop, "train_examples", recording)
+    train(tiny(steps=7, small_regime_batches=3), tmp_path / "small", progress=False)
+    assert seen == [0, 1, 2]  # steps 4-7 reuse batches 0, 1, 2, 0
+    seen.clear()
+    train(tiny(steps=7, regime="large"), tmp_path / "large", progress=False)
+    assert seen == list(range(7))
+
+
+def state_of(path):
+    return torch.load(path / "checkpoint.pt", weights_only=True)
+
+
+def assert_same_run(a, b):
+    state_a, state_b = state_of(a), state_of(b)
+    assert state_a["step"] == state_b["step"]
+    for name, tensor in state_a["model"].items():
+        assert torch.equal(tensor, state_b["model"][name]), name
+    for key, slot in state_a["optimizer"]["state"].items():
+        for name, value in slot.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_b["optimizer"]["state"][key][name]))
+    strip = [{k: v for k, v in r.items() if k != "samples_per_second"} for r in read_metrics(a)]
+    assert strip == [{k: v for k, v in r.items() if k != "samples_per_second"} for r in read_metrics(b)]
+    summary_a, summary_b = (json.loads((p / "summary.json").read_text()) for p in (a, b))
+    summary_a.pop("wall_seconds"), summary_b.pop("wall_seconds")
+    assert summary_a == summary_b
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    config = tiny(steps=14, log_every=3, checkpoint_every=4, eval_every=6)
+    train(config, tmp_path / "straight", progress=False)
+
+    calls = {"n": 0}
+    original = training_loop.symbol_loss
+
+    def interrupting(model, buckets):
+        calls["n"] += 1
+        if calls["n"] == 11:  # during step 11: the last checkpoint is step 8's, so steps 9 and 10 are lost
+            raise KeyboardInterrupt
+        return original(model, buckets)
+
+    monkeypatch.setattr(training_loop, "symbol_loss", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "resumed", progress=False)
+    state = state_of(tmp_path / "resumed")
+    # Saved mid-way through a logging window (steps 7 and 8 of the window ending at 9), with step 9 logged after.
+    assert state["step"] == 8 and state["run"]["window"][1] == 2
+    assert max(record["step"] for record in read_metrics(tmp_path / "resumed")) == 9
+    monkeypatch.setattr(training_loop, "symbol_loss", original)
+    train(config, tmp_path / "resumed", progress=False)
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+    best = [torch.load(tmp_path / name / "best.pt", weights_only=True) for name in ("straight", "resumed")]
+    assert best[0]["step"] == best[1]["step"]
+    for name, tensor in best[0]["model"].items():
+        assert torch.equal(tensor, best[1]["model"][name]), name
+
+
+def test_a_resumed_run_may_run_longer_but_not_differently(tmp_path):
+    train(tiny(steps=4), tmp_path, progress=False)
+    summary = train(tiny(steps=8), tmp_path, progress=False)
+    assert summary.step == 8
+    with pytest.raises(CheckpointError, match="at step 8, past the 6 steps"):
+        train(tiny(steps=6), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match=r"lr is 0\.02 there, 0\.01 here"):
+        train(tiny(steps=12, lr=0.01), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="model is 'lantm' there, 'slantm' here"):
+        train(tiny(steps=12, model="slantm"), tmp_path, progress=False)
+
+
+def test_a_nan_stops_training_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    config = tiny(steps=20, checkpoint_every=3, eval_every=100)
+    torch.manual_seed(0)
+    calls = {"n": 0}
+
+    def poison(module, args, output):
+        calls["n"] += 1
+        return output * math.nan if calls["n"] == 8 else output
+
+    original_build = training_loop.build_model
+
+    def build(*args, **kwargs):
+        model = original_build(*args, **kwargs)
+        model.register_forward_hook(poison)
+        return model
+
+    training_loop.build_model = build
+    try:
+        with pytest.raises(TrainingDiverged, match=r"step 8: loss nan.*last good checkpoint \(step 6\)"):
+            train(config, tmp_path, progress=False)
+    finally:
+        training_loop.build_model = original_build
+    state = state_of(tmp_path)
+    assert state["step"] == 6
+    assert all(torch.isfinite(tensor).all() for tensor in state["model"].values())
+    assert max(record["step"] for record in read_metrics(tmp_path)) <= 7
+
+
+def test_evaluation_is_reproducible_and_uses_the_requested_lengths(tmp_path):
+    train(tiny(steps=2), tmp_path, progress=False)
+    model, task, config, step = restore_model(tmp_path, "cpu")
+    assert (config.test_lengths, step) == ((5, 6), 2)
+    first = evaluate(model, task, (9, 12), count=40, seed=4)
+    assert first == evaluate(model, task, (9, 12), count=40, seed=4)
+    assert first.samples == 40
+
+
+def test_restore_refuses_a_checkpoint_that_does_not_fit_its_model(tmp_path):
+    train(tiny(steps=2), tmp_path, progress=False)
+    state = state_of(tmp_path)
+    state["model"].pop(next(iter(state["model"])))
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="does not fit its model"):
+        restore_model(tmp_path, "cpu")
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        restore_model(tmp_path, "cpu")
+
+
+def test_lantm_learns_copy_and_generalises_to_twice_the_length(tmp_path):
+    """The main job, as `bash scripts/main.sh` runs it: LANTM trained on copy with 2-8 symbols copies 9-16."""
+    config = dataclasses.replace(load_config(ROOT / "examples" / "configs" / "quickstart.toml"), device="cpu")
+    assert (config.task, config.model, config.train_lengths, config.test_lengths) == ("copy", "lantm", (2, 8), (9, 16))
+    summary = train(config, tmp_path, progress=False)
+    assert summary.best.coarse >= 0.9, summary
+    # Scored afresh on 3,200 other examples, the best weights still copy at least 90% of them whole.
+    model, task, _, _ = restore_model(tmp_path, "cpu", best=True)
+    scores = evaluate(model, task, (9, 16), count=3200, seed=77)
+    assert scores.coarse >= 0.9, scores
+
+
+def test_metrics_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypatch):
+    written = []
+
+    class Writer:
+        def __init__(self, log_dir, purge_step=None):
+            written.append(("open", log_dir, purge_step))
+
+        def add_scalar(self, key, value, step):
+            written.append((key, step))
+
+        def flush(self):
+            written.append(("flush",))
+
+        def close(self):
+            written.append(("close",))
+
+    board = type(sys)("torch.utils.tensorboard")
+    board.SummaryWriter = Writer
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", board)
+    train(tiny(steps=4, eval_every=4), tmp_path, progress=False)
+    assert written[0] == ("open", str(tmp_path / "tensorboard"), 1)  # a fresh run drops any older events
+    assert ("loss", 2) in written and ("eval/coarse", 4) in written and written[-1] == ("close",)
+    assert written.index(("eval/coarse", 4)) < written.index(("flush",))  # flushed before the checkpoint
+
+
+@pytest.mark.cuda
+def test_training_on_cuda_resumes_and_evaluates_on_the_cpu(tmp_path):
+    config = tiny(device="cuda")
+    summary = train(config, tmp_path / "gpu", progress=False)
+    model, task, saved, _ = restore_model(tmp_path / "gpu", "cpu")
+    assert saved.device == "cuda" and next(model.parameters()).device.type == "cpu"
+    again = evaluate(model, task, saved.test_lengths, saved.eval_samples, saved.eval_seed)
+    assert again.coarse == pytest.approx(summary.final.coarse, abs=1 / 16)
+    assert train(dataclasses.replace(config, steps=14), tmp_path / "gpu", progress=False).step == 14
