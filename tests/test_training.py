@@ -57,6 +57,7 @@ def test_defaults_are_the_papers():
     assert (config.regime, config.small_regime_batches, config.eval_samples) == ("small", 500, 3200)
     assert config.lr == 0.02
     assert TrainConfig(model="lstm").resolved().lr == 0.002
+    assert TrainConfig(model="ntm").resolved().lr == TrainConfig(model="ram").resolved().lr == 0.02
 
 
 @pytest.mark.parametrize(
