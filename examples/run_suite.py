@@ -36,6 +36,7 @@ def percent(value: float) -> int:
 
 
 def cell(scores: dict | None) -> str:
+    """A table cell: "fine/coarse", "*" for 100/100, "-" for no score."""
     if scores is None:  # not run, or every seed diverged
         return "-"
     fine, coarse = percent(scores["fine"]), percent(scores["coarse"])
@@ -43,11 +44,13 @@ def cell(scores: dict | None) -> str:
 
 
 def base_config(model: str) -> TrainConfig:
+    """The model's configuration file in `configs/`, or the defaults for a model without one."""
     path = CONFIGS / f"{model}.toml"
     return load_config(path) if path.exists() else TrainConfig(model=model)
 
 
 def table(results: dict, tasks: list[str], models: list[str], regimes: list[str]) -> str:
+    """The results as a Markdown table: a row per task, a column per model and regime."""
     columns = [(model, regime) for model in models for regime in regimes]
     header = "| task | " + " | ".join(f"{DISPLAY.get(m, m)} {REGIME_LETTER[r]}" for m, r in columns) + " |"
     lines = [header, "|---" * (len(columns) + 1) + "|"]
@@ -58,6 +61,7 @@ def table(results: dict, tasks: list[str], models: list[str], regimes: list[str]
 
 
 def main(argv=None) -> int:
+    """Run every (task, model, regime, seed) asked for, rewriting the table after each cell."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["lantm"], help=f"any of {', '.join(liemem.model_names())}")
     parser.add_argument("--tasks", nargs="+", default=list(PAPER_TASKS))

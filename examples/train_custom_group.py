@@ -4,9 +4,11 @@
 
 Importing `custom_group` registers the group "so2"; from then on "so2" is a model name like any other, and
 the training loop, checkpoints and evaluation need nothing more. It trains on copy with short sequences and
-prints the scores at twice the training length. The command line does the same once it imports the module:
+prints the scores at twice the training length. The command line trains it too once it imports the module
+(with the paper's decay and evaluation settings rather than this script's):
 
-    liemem train --import examples/custom_group.py --model so2 --train-lengths 2-8 --out runs/so2-copy
+    liemem train --import examples/custom_group.py --model so2 --train-lengths 2-8 --test-lengths 9-16 \
+        --steps 1500 --out runs/so2-copy
     liemem eval runs/so2-copy --import examples/custom_group.py
 """
 
@@ -25,6 +27,7 @@ from liemem.training import TrainConfig, train
 
 
 def main(argv=None) -> int:
+    """Train "so2" on copy and print the run's summary as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--eval-samples", type=int, default=640)

@@ -17,13 +17,16 @@ import argparse
 import dataclasses
 import importlib
 import importlib.util
+import itertools
 import json
+import os
 import sys
 from pathlib import Path
 
 from . import tasks
-from .config import ConfigError
+from .config import ConfigError, require_int
 from .training import CheckpointError, TrainConfig, TrainingDiverged, evaluate, load_config, parse_lengths
+from .training.config import MAX_EVAL_SAMPLES, MAX_SEED
 from .training.data import test_examples, train_examples
 from .training.loop import restore_model, train
 
@@ -45,18 +48,25 @@ def import_extensions(names: list[str]) -> None:
     """Import modules that register groups or tasks of the user's own: dotted module names or .py files."""
     for name in names:
         path = Path(name)
+        if name.endswith(".py"):
+            if not path.is_file():
+                raise ConfigError(f"--import {name}: no such file")
+            if path.stem in sys.modules:  # registering the file under that name would replace the module
+                raise ConfigError(f"--import {name}: a module named {path.stem!r} is already imported; rename the file")
+        elif not name.strip():
+            raise ConfigError("--import needs a module name or a .py file")
         try:
             if name.endswith(".py"):
-                if not path.is_file():
-                    raise ConfigError(f"--import {name}: no such file")
                 spec = importlib.util.spec_from_file_location(path.stem, path)
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[path.stem] = module
                 spec.loader.exec_module(module)
             else:
                 importlib.import_module(name)
-        except ImportError as error:
-            raise ConfigError(f"--import {name}: {error}") from None
+        except Exception as error:  # the user's code may fail in any way; say where, in one line
+            if name.endswith(".py"):
+                sys.modules.pop(path.stem, None)
+            raise ConfigError(f"--import {name}: {type(error).__name__}: {error}") from None
 
 
 def _add_import_option(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--task", required=True, help=f"one of: {', '.join(tasks.names())}")
     sample.add_argument("--split", choices=("train", "test"), default="train")
     sample.add_argument("-n", type=int, default=10, help="number of examples (default 10)")
-    sample.add_argument("--seed", type=int, default=0, help="the run's seed (train) or evaluation seed (test)")
+    sample.add_argument("--seed", type=int, help="a run's seed (train; default 1) or evaluation seed (test; default 0)")
     sample.add_argument("--lengths", help="size range A-B (default: the task's range for the split)")
     _add_import_option(sample)
 
@@ -111,29 +121,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _count(command: str, value: int) -> int:
+    require_int(command, "-n", value, maximum=MAX_EVAL_SAMPLES)
+    return value
+
+
+def _seed(command: str, value: int) -> int:
+    require_int(command, "--seed", value, minimum=0, maximum=MAX_SEED)
+    return value
+
+
 def run_sample(args) -> None:
     """`liemem sample`: print examples of the train split (as a run sees them) or of the test split."""
     task = tasks.get(args.task)
-    if args.n < 1:
-        raise ConfigError(f"-n must be at least 1, got {args.n}")
-    if args.seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
-    default = task.train_sizes if args.split == "train" else task.test_sizes
+    count = _count("sample", args.n)
+    train_split = args.split == "train"
+    default_seed = TrainConfig.seed if train_split else TrainConfig.eval_seed
+    seed = _seed("sample", default_seed if args.seed is None else args.seed)
+    default = task.train_sizes if train_split else task.test_sizes
     sizes = task.check_sizes(parse_lengths(args.lengths, "--lengths") if args.lengths else default, "--lengths")
-    if args.split == "test":
-        groups = test_examples(task, sizes, args.n, args.seed)
-    else:  # the first n examples a run with this seed trains on, with the default batch size
-        batch_size, groups, drawn, index = TrainConfig.batch_size, [], 0, 0
-        while drawn < args.n:
-            groups += train_examples(task, sizes, index, batch_size, args.seed)
-            drawn, index = drawn + batch_size, index + 1
-    printed = 0
-    for examples in groups:
-        for inputs, targets in zip(examples.inputs, examples.targets, strict=True):
-            if printed == args.n:
-                return
-            print(json.dumps({"input": task.decode(inputs), "target": task.decode(targets)}))
-            printed += 1
+    if train_split:  # the first examples a run with this seed trains on, with the default batch size
+        batches = (train_examples(task, sizes, index, TrainConfig.batch_size, seed) for index in itertools.count())
+        examples = (pair for batch in batches for examples in batch for pair in zip(*examples, strict=True))
+    else:
+        groups = test_examples(task, sizes, count, seed)
+        examples = (pair for group in groups for pair in zip(*group, strict=True))
+    for inputs, targets in itertools.islice(examples, count):
+        print(json.dumps({"input": task.decode(inputs), "target": task.decode(targets)}))
 
 
 def run_train(args) -> None:
@@ -152,20 +166,24 @@ def run_train(args) -> None:
         "test_lengths": parse_lengths(args.test_lengths, "--test-lengths") if args.test_lengths else None,
     }
     config = dataclasses.replace(config, **{name: value for name, value in flags.items() if value is not None})
-    summary = train(config, args.out, progress=args.progress)
-    print(json.dumps(summary.as_dict()))
+    summary = train(config, args.out, progress=args.progress, echo=_echo)
+    _echo(json.dumps(summary.as_dict()))
+
+
+def _echo(line: str) -> None:
+    """Print a line at once; if the reader has gone (`liemem train ... | head`), training goes on silently."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # left open: it stands in for stdout until the process ends
 
 
 def run_eval(args) -> None:
     """`liemem eval`: score a run's weights; the last line is a JSON object with "fine" and "coarse"."""
     model, task, config, step = restore_model(args.run, args.device, best=args.best)
     sizes = parse_lengths(args.lengths, "--lengths") if args.lengths else config.test_lengths
-    count = config.eval_samples if args.n is None else args.n
-    if count < 1:
-        raise ConfigError(f"-n must be at least 1, got {count}")
-    seed = config.eval_seed if args.seed is None else args.seed
-    if seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {seed}")
+    count = config.eval_samples if args.n is None else _count("eval", args.n)
+    seed = config.eval_seed if args.seed is None else _seed("eval", args.seed)
     scores = evaluate(model, task, task.check_sizes(sizes, "--lengths"), count, seed, config.batch_size)
     result = {"task": config.task, "model": config.model, "step": step, "lengths": list(sizes), "seed": seed}
     print(json.dumps({**result, **scores.as_dict()}))
@@ -192,12 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`liemem sample ... | head`): nothing left to say
         sys.stdout = None
         return 0
+    except MemoryError:
+        print("liemem: error: out of memory; use smaller lengths, batches or sample counts", file=sys.stderr)
+        return 2
     except OSError as error:  # an output directory that cannot be made or written, say
         where = f": {error.filename!r}" if error.filename else ""
         print(f"liemem: error: {error.strerror or error}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("liemem: interrupted; the last checkpoint is kept", file=sys.stderr)
+        print("liemem: interrupted; a run resumes from its last checkpoint when run again", file=sys.stderr)
         return 130
     return 0
 

@@ -203,8 +203,10 @@ def test_file_system_and_count_errors_are_one_line(tmp_path, capsys):
     blocker.write_text("")
     assert "File exists" in error_line(capsys, "train", *TINY_TRAIN, "--out", str(blocker))
     assert "cannot be read" in error_line(capsys, "train", "--config", str(tmp_path), "--out", str(tmp_path / "r"))
-    assert "-n must be at least 1" in error_line(capsys, "sample", "--task", "copy", "-n", "0")
-    assert "batch_size must be >= 1" in error_line(capsys, "train", *TINY_TRAIN, "--batch-size", "0", "--out", "x")
+    assert "sample: -n must be in [1, 10000000], got 0" in error_line(capsys, "sample", "--task", "copy", "-n", "0")
+    assert "batch_size must be in [1, 1000000]" in error_line(
+        capsys, "train", *TINY_TRAIN, "--batch-size", "0", "--out", "x"
+    )
     config = tmp_path / "bad.toml"
     config.write_text('task = ["copy"]\n')
     assert "unknown task ['copy']" in error_line(capsys, "train", "--config", str(config), "--out", str(tmp_path))
@@ -241,3 +243,80 @@ def test_import_makes_a_users_group_a_model_for_train_and_eval(tmp_path):
 def test_import_errors_are_one_line(tmp_path, capsys):
     assert "no such file" in error_line(capsys, "sample", "--task", "copy", "--import", "nowhere/plugin.py")
     assert "No module named" in error_line(capsys, "sample", "--task", "copy", "--import", "no_such_module_here")
+
+
+def test_sample_test_split_is_the_test_set_a_run_scores(tmp_path, capsys, monkeypatch):
+    from liemem.training import loop as training_loop
+
+    scored = []
+    original = training_loop.score
+
+    def recording(model, buckets):
+        for bucket in buckets:
+            scored.extend((x[1:-1].tolist(), y[:-1].tolist()) for x, y in zip(*bucket, strict=True))
+        return original(model, buckets)
+
+    monkeypatch.setattr(training_loop, "score", recording)
+    argv = ["train", "--steps", "1", "--train-lengths", "2-3", "--test-lengths", "4-6", "--device", "cpu"]
+    config = tmp_path / "run.toml"
+    config.write_text("eval_samples = 50\n")
+    assert main([*argv, "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    _, out, _ = run_cli(capsys, "sample", "--task", "copy", "--split", "test", "-n", "50", "--lengths", "4-6")
+    task = tasks.get("copy")
+    expected = [(task.decode(x), task.decode(y)) for x, y in scored]  # markers stripped above
+    assert [(line["input"], line["target"]) for line in map(json.loads, out.splitlines())] == expected
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("batch_size = 100000000000", "batch_size must be in [1, 1000000]"),
+        ("eval_samples = 1000000000000", "eval_samples must be in [1, 10000000]"),
+        ("seed = 99999999999999999999999", "seed must be in [0, 9223372036854775807]"),
+        ("test_lengths = [4, 100000000000]", "test_lengths may go up to 1000000"),
+        ("[task_options]\nsymbol_count = 100000000000", "symbol_count must be in [2, 1000000]"),
+        ("task = 'associative_recall'\n[task_options]\nsymbol_count = 2\nitem_length = 3", "only 8 distinct items"),
+    ],
+)
+def test_absurd_sizes_are_refused_by_name_before_any_work(toml, message, tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text(toml + "\n")
+    line = error_line(capsys, "train", "--config", str(config), "--out", str(tmp_path / "run"))
+    assert message in line, line
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_associative_recall_draws_many_items_among_few_quickly(capsys):
+    # 5,000 distinct items of 262,144: redrawing whole rows until none repeats would practically never end.
+    _, out, _ = run_cli(capsys, "sample", "--task", "associative_recall", "--lengths", "5000-5000", "-n", "2")
+    for line in out.splitlines():
+        tokens = json.loads(line)["input"]
+        items = [tuple(tokens[i + 1 : i + 4]) for i in range(0, 5000 * 4, 4)]
+        assert len(set(items)) == 5000 and all(tokens[i] == "#" for i in range(0, 5000 * 4, 4))
+
+
+def test_failing_or_clashing_imports_are_one_line(tmp_path, capsys):
+    broken = tmp_path / "broken_plugin.py"
+    broken.write_text("def oops(:\n")
+    assert "SyntaxError" in error_line(capsys, "sample", "--task", "copy", "--import", str(broken))
+    raising = tmp_path / "raising_plugin.py"
+    raising.write_text("raise RuntimeError('not today')\n")
+    assert "RuntimeError: not today" in error_line(capsys, "sample", "--task", "copy", "--import", str(raising))
+    clash = tmp_path / "json.py"
+    clash.write_text("")
+    assert "a module named 'json' is already imported" in error_line(
+        capsys, "sample", "--task", "copy", "--import", str(clash)
+    )
+    assert "needs a module name" in error_line(capsys, "sample", "--task", "copy", "--import", "")
+
+
+def test_training_goes_on_when_its_output_pipe_closes(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text("eval_every = 1\neval_samples = 4\n")
+    argv = ["train", *TINY_TRAIN, "--steps", "30", "--config", str(config), "--out", str(tmp_path / "run")]
+    process = cli_process(*argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.readline()  # the first evaluation's line, then the reader goes away
+    process.stdout.close()
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["step"] == 30

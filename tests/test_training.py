@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import sys
@@ -32,6 +33,8 @@ from liemem.training.evaluate import score
 from liemem.training.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
+# The package exports the function `evaluate`, which hides the module of the same name.
+evaluate_module = importlib.import_module("liemem.training.evaluate")
 TINY = dict(task="copy", train_lengths=(2, 4), test_lengths=(5, 6), eval_samples=16, device="cpu")
 
 
@@ -217,7 +220,11 @@ def test_a_resumed_run_may_run_longer_but_not_differently(tmp_path):
     train(tiny(steps=4), tmp_path, progress=False)
     summary = train(tiny(steps=8), tmp_path, progress=False)
     assert summary.step == 8
-    with pytest.raises(CheckpointError, match="at step 8, past the 6 steps"):
+    # Options written out at their defaults are the same configuration.
+    assert train(tiny(steps=10, model_options={"controller_size": 50}), tmp_path, progress=False).step == 10
+    with pytest.raises(CheckpointError, match="model_options is"):
+        train(tiny(steps=12, model_options={"controller_size": 51}), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="at step 10, past the 6 steps"):
         train(tiny(steps=6), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match=r"lr is 0\.02 there, 0\.01 here"):
         train(tiny(steps=12, lr=0.01), tmp_path, progress=False)
@@ -253,11 +260,22 @@ def test_a_nan_stops_training_naming_the_step_and_keeps_the_last_checkpoint(tmp_
     assert max(record["step"] for record in read_metrics(tmp_path)) <= 7
 
 
-def test_evaluation_is_reproducible_and_uses_the_requested_lengths(tmp_path):
+def test_evaluation_is_reproducible_and_uses_the_requested_lengths(tmp_path, monkeypatch):
     train(tiny(steps=2), tmp_path, progress=False)
     model, task, config, step = restore_model(tmp_path, "cpu")
     assert (config.test_lengths, step) == ((5, 6), 2)
+    shapes = []
+    original = evaluate_module.score
+
+    def recording(model, buckets):
+        shapes.extend((tuple(b.inputs.shape), tuple(b.targets.shape)) for b in buckets)
+        return original(model, buckets)
+
+    monkeypatch.setattr(evaluate_module, "score", recording)
     first = evaluate(model, task, (9, 12), count=40, seed=4)
+    # Copy of k symbols: k + 2 inputs with the markers, k + 1 answer steps with the end marker.
+    assert {(x[1] - 2, y[1] - 1) for x, y in shapes} == {(k, k) for k in range(9, 13)}
+    assert sum(x[0] for x, _ in shapes) == 40
     assert first == evaluate(model, task, (9, 12), count=40, seed=4)
     assert first.samples == 40
 
@@ -320,3 +338,30 @@ def test_training_on_cuda_resumes_and_evaluates_on_the_cpu(tmp_path):
     again = evaluate(model, task, saved.test_lengths, saved.eval_samples, saved.eval_seed)
     assert again.coarse == pytest.approx(summary.final.coarse, abs=1 / 16)
     assert train(dataclasses.replace(config, steps=14), tmp_path / "gpu", progress=False).step == 14
+
+
+def test_a_run_resumed_at_its_last_step_still_evaluates_it(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = training_loop.symbol_loss
+
+    def interrupting(model, buckets):
+        calls["n"] += 1
+        if calls["n"] == 5:  # steps 1-4 are checkpointed, none evaluated (eval_every is 100)
+            raise KeyboardInterrupt
+        return original(model, buckets)
+
+    monkeypatch.setattr(training_loop, "symbol_loss", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(steps=6, eval_every=100, checkpoint_every=2), tmp_path / "cut", progress=False)
+    monkeypatch.setattr(training_loop, "symbol_loss", original)
+    resumed = train(tiny(steps=4, eval_every=100, checkpoint_every=2), tmp_path / "cut", progress=False)
+    straight = train(tiny(steps=4, eval_every=100, checkpoint_every=2), tmp_path / "straight", progress=False)
+    assert resumed.step == 4 and resumed[:-1] == straight[:-1]  # all but the wall time
+    assert [r["step"] for r in read_metrics(tmp_path / "cut") if "eval" in r] == [4]
+
+
+def test_weights_that_overflow_are_never_checkpointed(tmp_path):
+    # At this rate step 1's loss and gradient are finite but its update is not.
+    with pytest.raises(TrainingDiverged, match="step 1: the weights are no longer finite; no checkpoint"):
+        train(tiny(steps=20, lr=1e38, checkpoint_every=1), tmp_path, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists()

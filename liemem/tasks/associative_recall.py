@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import ConfigError, require_int
-from .base import Examples, Task, numbered_symbols
+from .base import MAX_SYMBOLS, Examples, Task, numbered_symbols
 
 ITEM_MARK, QUERY_MARK = "#", "?"
+REDRAWS = 8
 
 
 class AssociativeRecall(Task, name="associative_recall"):
@@ -24,7 +25,7 @@ class AssociativeRecall(Task, name="associative_recall"):
     size_meaning = "items"
 
     def __init__(self, symbol_count: int = 64, item_length: int = 3):
-        require_int("task 'associative_recall'", "symbol_count", symbol_count, minimum=2)
+        require_int("task 'associative_recall'", "symbol_count", symbol_count, minimum=2, maximum=MAX_SYMBOLS)
         require_int("task 'associative_recall'", "item_length", item_length)
         if symbol_count**item_length >= 2**62:
             raise ConfigError(
@@ -49,12 +50,15 @@ class AssociativeRecall(Task, name="associative_recall"):
         if items > codes:
             raise ConfigError(f"task 'associative_recall': {items} distinct items do not exist among {codes}")
         drawn = rng.integers(0, codes, size=(count, items), dtype=np.int64)
-        while True:
+        for _ in range(REDRAWS):
             ordered = np.sort(drawn, axis=1)
             repeated = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
             if not repeated.any():
                 break
             drawn[repeated] = rng.integers(0, codes, size=(int(repeated.sum()), items), dtype=np.int64)
+        else:  # many items among few codes: redrawing whole rows would rarely succeed, so sample without replacement
+            for row in np.flatnonzero(repeated):
+                drawn[row] = rng.choice(codes, size=items, replace=False)
         places = self.symbol_count ** np.arange(self.item_length, dtype=np.int64)
         return drawn[:, :, None] // places % self.symbol_count
 

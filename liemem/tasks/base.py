@@ -16,6 +16,9 @@ import numpy as np
 from ..config import ConfigError
 
 MARKERS = ("<start>", "<sep>", "<end>")
+# Sizes and vocabularies past these are refused by name rather than left to exhaust memory.
+MAX_SIZE = 1_000_000
+MAX_SYMBOLS = 1_000_000
 
 
 class Examples(NamedTuple):
@@ -59,14 +62,17 @@ class Task(abc.ABC):
 
     @property
     def start(self) -> int:
+        """Id of the marker before the input."""
         return len(self.symbols)
 
     @property
     def separator(self) -> int:
+        """Id of the marker between the input and the answer."""
         return len(self.symbols) + 1
 
     @property
     def end(self) -> int:
+        """Id of the marker the answer ends with."""
         return len(self.symbols) + 2
 
     def tokens(self) -> tuple[str, ...]:
@@ -75,8 +81,10 @@ class Task(abc.ABC):
 
     def check_size(self, size) -> int:
         """`size` as an int, or `ConfigError` if this task cannot draw examples of it."""
-        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < self.min_size:
-            raise ConfigError(f"task {self.name!r}: size must be an integer >= {self.min_size}, got {size!r}")
+        if isinstance(size, bool) or not isinstance(size, int | np.integer) or not self.min_size <= size <= MAX_SIZE:
+            raise ConfigError(
+                f"task {self.name!r}: size must be an integer in [{self.min_size}, {MAX_SIZE}], got {size!r}"
+            )
         return int(size)
 
     def check_sizes(self, sizes, what: str = "lengths") -> tuple[int, int]:
@@ -94,6 +102,8 @@ class Task(abc.ABC):
             raise ConfigError(
                 f"task {self.name!r}: {what} must start at {self.min_size} or more ({self.size_meaning}), got {low}"
             )
+        if high > MAX_SIZE:
+            raise ConfigError(f"task {self.name!r}: {what} may go up to {MAX_SIZE}, got {high}")
         return low, high
 
     def sample(self, sizes: tuple[int, int], count: int, rng: np.random.Generator) -> list[Examples]:

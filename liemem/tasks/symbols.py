@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import require_int
-from .base import Examples, Task, numbered_symbols
+from .base import MAX_SYMBOLS, Examples, Task, numbered_symbols
 
 
 class SymbolTask(Task):
     """A task over `symbol_count` plain symbols (128 in the paper), drawn uniformly and independently."""
 
     def __init__(self, symbol_count: int = 128):
-        require_int(f"task {self.name!r}", "symbol_count", symbol_count, minimum=2)
+        require_int(f"task {self.name!r}", "symbol_count", symbol_count, minimum=2, maximum=MAX_SYMBOLS)
         self.symbol_count = symbol_count
         self.symbols = numbered_symbols(symbol_count)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import require_int
-from .base import Examples, Task, numbered_symbols
+from .base import MAX_SYMBOLS, Examples, Task, numbered_symbols
 
 UNARY = "@"
 
@@ -15,12 +15,13 @@ class UnaryTask(Task):
     """`symbol_count` plain symbols (128 in the paper) and the unary mark "@", whose id follows them."""
 
     def __init__(self, symbol_count: int = 128):
-        require_int(f"task {self.name!r}", "symbol_count", symbol_count, minimum=2)
+        require_int(f"task {self.name!r}", "symbol_count", symbol_count, minimum=2, maximum=MAX_SYMBOLS)
         self.symbol_count = symbol_count
         self.symbols = (*numbered_symbols(symbol_count), UNARY)
 
     @property
     def unary(self) -> int:
+        """Id of the unary mark "@"."""
         return self.symbol_count
 
 

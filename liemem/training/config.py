@@ -22,6 +22,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 REGIMES = ("small", "large")
+# Far beyond any sensible run, and small enough that a typo is refused by name instead of exhausting memory.
+MAX_BATCH_SIZE = 1_000_000
+MAX_EVAL_SAMPLES = 10_000_000
+MAX_SEED = 2**63 - 1
 # Fields that may change when a run resumes: how long it runs, where, and how often it reports and saves.
 RESUMABLE_FIELDS = ("steps", "device", "log_every", "checkpoint_every")
 # The paper's learning rates: 0.01-0.04 for models with memory (0.02 is the middle of its grid), 0.002 for
@@ -68,12 +72,13 @@ class TrainConfig:
         owner = "training config"
         task = tasks.get(self.task, **_table(owner, "task_options", self.task_options))
         model_config(self.model, **_table(owner, "model_options", self.model_options))
-        for field in ("steps", "batch_size", "small_regime_batches", "decay_every", "eval_every", "eval_samples"):
+        for field in ("steps", "small_regime_batches", "decay_every", "eval_every", "checkpoint_every", "log_every"):
             require_int(owner, field, getattr(self, field))
-        for field in ("checkpoint_every", "log_every"):
-            require_int(owner, field, getattr(self, field))
-        for field in ("decay_after", "seed", "eval_seed"):
-            require_int(owner, field, getattr(self, field), minimum=0)
+        require_int(owner, "batch_size", self.batch_size, maximum=MAX_BATCH_SIZE)
+        require_int(owner, "eval_samples", self.eval_samples, maximum=MAX_EVAL_SAMPLES)
+        require_int(owner, "decay_after", self.decay_after, minimum=0)
+        for field in ("seed", "eval_seed"):
+            require_int(owner, field, getattr(self, field), minimum=0, maximum=MAX_SEED)
         require_choice(owner, "regime", self.regime, REGIMES)
         require_bool(owner, "one_length_per_batch", self.one_length_per_batch)
         if not isinstance(self.device, str) or not self.device:
@@ -103,7 +108,12 @@ class TrainConfig:
     def differences(self, other: TrainConfig) -> list[str]:
         """The fields that differ between two resolved configurations, ignoring those a resumed run may change."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return [name for name in mine if name not in RESUMABLE_FIELDS and mine[name] != theirs[name]]
+        differing = [name for name in mine if name not in RESUMABLE_FIELDS and mine[name] != theirs[name]]
+        if "model_options" in differing and self.model == other.model:
+            # Options spelled out at their default values build the same model.
+            if model_config(self.model, **self.model_options) == model_config(other.model, **other.model_options):
+                differing.remove("model_options")
+        return differing
 
 
 def default_learning_rate(model: str) -> float:

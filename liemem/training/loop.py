@@ -165,6 +165,44 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
     test_set = None
     last_saved = run.step if path.exists() else None
     started, step_time, window_samples = time.perf_counter(), time.perf_counter(), 0
+
+    def evaluate_now() -> None:
+        nonlocal test_set, best_model
+        if test_set is None:
+            examples = test_examples(task, config.test_lengths, config.eval_samples, config.eval_seed)
+            test_set = to_buckets(task, examples, device, config.batch_size)
+        scores = score(model, test_set)
+        record = {"step": run.step, **scores.as_dict()}
+        run.evaluations.append(record)
+        if run.best is None or scores.better_than(Scores(run.best["fine"], run.best["coarse"], 0)):
+            run.best = record
+            best_model = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+            _save_best(out, run.best, best_model)
+        metrics.write({"step": run.step, "eval": scores.as_dict()})
+        line = (
+            f"step {run.step}: fine {100 * scores.fine:.2f}%  coarse {100 * scores.coarse:.2f}%  "
+            f"(best coarse {100 * run.best['coarse']:.2f}% at step {run.best['step']})"
+        )
+        bar.clear()
+        echo(line)
+        bar.refresh()
+
+    def save_now() -> None:
+        nonlocal started, last_saved
+        # A step can keep a finite loss and gradient yet overflow the weights: such a state is not "good".
+        if not torch.stack([parameter.isfinite().all() for parameter in model.parameters()]).all():
+            raise TrainingDiverged(f"training stopped at step {run.step}: the weights are no longer finite; {kept()}")
+        run.elapsed += time.perf_counter() - started
+        started = time.perf_counter()
+        metrics.flush()
+        checkpoint.save(path, _checkpoint_state(config, model, optimizer, run, best_model))
+        last_saved = run.step
+
+    def kept() -> str:
+        if last_saved is None:
+            return "no checkpoint had been written yet"
+        return f"the last good checkpoint (step {last_saved}) is kept in {str(path)!r}"
+
     try:
         while run.step < config.steps:
             step = run.step + 1
@@ -186,13 +224,8 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             loss_value, norm_value = torch.stack((loss.detach().float(), grad_norm.float())).tolist()
             if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-                kept = (
-                    f"the last good checkpoint (step {last_saved}) is kept in {str(path)!r}"
-                    if last_saved is not None
-                    else "no checkpoint had been written yet"
-                )
                 raise TrainingDiverged(
-                    f"training stopped at step {step}: loss {loss_value}, gradient norm {norm_value}; {kept}"
+                    f"training stopped at step {step}: loss {loss_value}, gradient norm {norm_value}; {kept()}"
                 )
             optimizer.step()
             run.step = step
@@ -213,31 +246,14 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
                 run.window, step_time, window_samples = [0.0, 0], now, 0
             if step % config.eval_every == 0 or step == config.steps:
-                if test_set is None:
-                    examples = test_examples(task, config.test_lengths, config.eval_samples, config.eval_seed)
-                    test_set = to_buckets(task, examples, device, config.batch_size)
-                scores = score(model, test_set)
-                record = {"step": step, **scores.as_dict()}
-                run.evaluations.append(record)
-                if run.best is None or scores.better_than(Scores(run.best["fine"], run.best["coarse"], 0)):
-                    run.best = record
-                    best_model = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-                    _save_best(out, run.best, best_model)
-                metrics.write({"step": step, "eval": scores.as_dict()})
-                line = (
-                    f"step {step}: fine {100 * scores.fine:.2f}%  coarse {100 * scores.coarse:.2f}%  "
-                    f"(best coarse {100 * run.best['coarse']:.2f}% at step {run.best['step']})"
-                )
-                bar.clear()
-                echo(line)
-                bar.refresh()
+                evaluate_now()
             bar.update(1)
             if step % config.checkpoint_every == 0 or step % config.eval_every == 0 or step == config.steps:
-                run.elapsed += time.perf_counter() - started
-                started = time.perf_counter()
-                metrics.flush()
-                checkpoint.save(path, _checkpoint_state(config, model, optimizer, run, best_model))
-                last_saved = step
+                save_now()
+        if not run.evaluations or run.evaluations[-1]["step"] != run.step:
+            # Resumed at its last step before that step's evaluation: evaluate and save it now.
+            evaluate_now()
+            save_now()
     finally:
         bar.close()
         metrics.close()
