@@ -1,8 +1,9 @@
-"""The `liemem` command: draw task samples, train a model, evaluate a trained run.
+"""The `liemem` command: draw task samples, train a model, evaluate and plot a trained run.
 
     liemem sample --task copy --split test -n 3 --seed 0
     liemem train --task copy --model lantm --out runs/copy [--config FILE] [--steps N] ...
     liemem eval runs/copy [--lengths 65-128] [-n 3200] [--device cuda]
+    liemem plot runs/copy --out copy.png [--kind trail] [--task T] [--length K] [--seed S]
 
 Groups and tasks of your own are available once the module defining them is imported: `--import MODULE` (or
 a path to a .py file) on any command.
@@ -118,6 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
     eval_.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     eval_.add_argument("--best", action="store_true", help="score the best evaluation's weights, not the last")
     _add_import_option(eval_)
+
+    plot = commands.add_parser("plot", help="draw what a trained run's memory did, and its learning curves")
+    plot.add_argument("run", help="run directory written by `liemem train`")
+    plot.add_argument("--out", required=True, help="image file to write: .png, .svg or .pdf")
+    plot.add_argument(
+        "--kind",
+        default="all",
+        choices=("all", "trail", "timeline", "heatmap", "curves"),
+        help="one picture, or all the model supports (default)",
+    )
+    plot.add_argument("--task", help="task of the example drawn (default: the run's)")
+    plot.add_argument("--length", type=int, help="size of the example (default: the run's smallest test size)")
+    plot.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="which example: the first of `liemem sample --task T --split test --lengths K-K --seed S` (default 0)",
+    )
+    plot.add_argument("--best", action="store_true", help="draw the best evaluation's weights, not the last")
+    plot.add_argument("--device", default="cpu", help="where to run the example (default cpu)")
+    _add_import_option(plot)
     return parser
 
 
@@ -189,7 +211,18 @@ def run_eval(args) -> None:
     print(json.dumps({**result, **scores.as_dict()}))
 
 
-COMMANDS = {"sample": run_sample, "train": run_train, "eval": run_eval}
+def run_plot(args) -> None:
+    """`liemem plot`: draw a run into an image file and print its path."""
+    from .plots import plot_run  # matplotlib is loaded only by the command that draws
+
+    out = plot_run(
+        args.run, args.out, task=args.task, length=args.length, seed=args.seed, kind=args.kind,
+        best=args.best, device=args.device,
+    )  # fmt: skip
+    print(out)
+
+
+COMMANDS = {"sample": run_sample, "train": run_train, "eval": run_eval, "plot": run_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,3 +32,16 @@ def test_model_on_cuda_matches_cpu(name, dtype):
     torch.testing.assert_close(gpu_logits, cpu_logits, **tolerance)
     for gpu, cpu in zip(gpu_grads, cpu_grads, strict=True):
         torch.testing.assert_close(gpu, cpu, **tolerance)
+
+
+@pytest.mark.parametrize("name", ["lantm", "slantm", "ram-tape", "ntm"])
+def test_access_traces_on_cuda_match_cpu(name):
+    torch.manual_seed(0)
+    model = build_model(name, 8).double()
+    model_gpu = copy.deepcopy(model).to("cuda")
+    inputs = torch.randint(0, 8, (3, 5))
+    with torch.no_grad():
+        cpu, gpu = model.access_trace(inputs, 4), model_gpu.access_trace(inputs.cuda(), 4)
+    for expected, actual in zip(cpu[:3], gpu[:3], strict=True):
+        assert actual.device.type == "cuda"
+        torch.testing.assert_close(actual.cpu(), expected)

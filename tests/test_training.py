@@ -192,7 +192,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     train(config, tmp_path / "straight", progress=False)
 
     calls = {"n": 0}
-    original = training_loop.symbol_loss
+    original = training_loop.batch_loss
 
     def interrupting(model, buckets):
         calls["n"] += 1
@@ -200,14 +200,14 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(model, buckets)
 
-    monkeypatch.setattr(training_loop, "symbol_loss", interrupting)
+    monkeypatch.setattr(training_loop, "batch_loss", interrupting)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "resumed", progress=False)
     state = state_of(tmp_path / "resumed")
     # Saved mid-way through a logging window (steps 7 and 8 of the window ending at 9), with step 9 logged after.
     assert state["step"] == 8 and state["run"]["window"][1] == 2
     assert max(record["step"] for record in read_metrics(tmp_path / "resumed")) == 9
-    monkeypatch.setattr(training_loop, "symbol_loss", original)
+    monkeypatch.setattr(training_loop, "batch_loss", original)
     train(config, tmp_path / "resumed", progress=False)
     assert_same_run(tmp_path / "straight", tmp_path / "resumed")
     best = [torch.load(tmp_path / name / "best.pt", weights_only=True) for name in ("straight", "resumed")]
@@ -342,7 +342,7 @@ def test_training_on_cuda_resumes_and_evaluates_on_the_cpu(tmp_path):
 
 def test_a_run_resumed_at_its_last_step_still_evaluates_it(tmp_path, monkeypatch):
     calls = {"n": 0}
-    original = training_loop.symbol_loss
+    original = training_loop.batch_loss
 
     def interrupting(model, buckets):
         calls["n"] += 1
@@ -350,10 +350,10 @@ def test_a_run_resumed_at_its_last_step_still_evaluates_it(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return original(model, buckets)
 
-    monkeypatch.setattr(training_loop, "symbol_loss", interrupting)
+    monkeypatch.setattr(training_loop, "batch_loss", interrupting)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(steps=6, eval_every=100, checkpoint_every=2), tmp_path / "cut", progress=False)
-    monkeypatch.setattr(training_loop, "symbol_loss", original)
+    monkeypatch.setattr(training_loop, "batch_loss", original)
     resumed = train(tiny(steps=4, eval_every=100, checkpoint_every=2), tmp_path / "cut", progress=False)
     straight = train(tiny(steps=4, eval_every=100, checkpoint_every=2), tmp_path / "straight", progress=False)
     assert resumed.step == 4 and resumed[:-1] == straight[:-1]  # all but the wall time
@@ -365,3 +365,44 @@ def test_weights_that_overflow_are_never_checkpointed(tmp_path):
     with pytest.raises(TrainingDiverged, match="step 1: the weights are no longer finite; no checkpoint"):
         train(tiny(steps=20, lr=1e38, checkpoint_every=1), tmp_path, progress=False)
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_training_scores_are_the_greedy_scores_of_each_batch_before_its_update(tmp_path):
+    config = tiny(steps=2, log_every=1, eval_every=2)
+    train(config, tmp_path, progress=False)
+    records = [record for record in read_metrics(tmp_path) if "loss" in record]
+    # The model as it was before step 1 (same seed, same construction), on batch 0.
+    task = tasks.get("copy")
+    torch.manual_seed(config.seed)
+    model = liemem.build_model("lantm", task.vocab_size)
+    ((inputs, targets),) = (task.encode(examples) for examples in train_examples(task, (2, 4), 0, 32, config.seed))
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(inputs), targets.shape[1]).argmax(-1).numpy()
+    right = predicted == targets
+    assert records[0]["train"] == {"fine": right.mean(), "coarse": right.all(axis=1).mean(), "samples": 32}
+    assert records[1]["train"]["samples"] == 32 and 0 <= records[1]["train"]["fine"] <= 1
+
+
+def test_a_checkpoint_from_before_training_scores_resumes(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = training_loop.batch_loss
+
+    def interrupting(model, buckets):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after step 2's checkpoint, in the middle of the first logging window
+            raise KeyboardInterrupt
+        return original(model, buckets)
+
+    monkeypatch.setattr(training_loop, "batch_loss", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(steps=8, log_every=4, checkpoint_every=2), tmp_path, progress=False)
+    monkeypatch.setattr(training_loop, "batch_loss", original)
+    state = state_of(tmp_path)
+    assert state["run"]["window"][1] == 2
+    state["run"]["window"] = state["run"]["window"][:2]  # as checkpoints held it: loss sum and step count
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert train(tiny(steps=8, log_every=4, checkpoint_every=2), tmp_path, progress=False).step == 8
+    logged = [record for record in read_metrics(tmp_path) if "loss" in record]
+    # Step 4's window spans steps 1-4 for the loss, but only steps 3 and 4 were scored after the resume.
+    assert [record["step"] for record in logged] == [4, 8]
+    assert logged[0]["train"]["samples"] == 2 * 32 and logged[1]["train"]["samples"] == 4 * 32

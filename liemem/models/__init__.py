@@ -5,8 +5,10 @@ from .lantm import LANTMConfig, LieAccessMachine, LieAccessTrace
 from .lstm import EncoderDecoderLSTM, LSTMConfig
 from .ntm import NeuralTuringMachine, NTMConfig
 from .ram import RAMConfig, RandomAccessMachine
+from .trace import AccessTrace
 
 __all__ = [
+    "AccessTrace",
     "EncoderDecoderLSTM",
     "LANTMConfig",
     "LSTMConfig",

@@ -13,6 +13,7 @@ import operator
 import torch
 
 from ..config import ConfigError
+from .trace import AccessTrace
 
 _NATIVE_TOKEN_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -41,6 +42,7 @@ class SequenceModel(torch.nn.Module, abc.ABC):
     """
 
     config_class: type  # the dataclass of the subclass's hyperparameters, with a `validate()` method
+    has_memory: bool = False  # whether `access_trace` is implemented
 
     def __init__(self, vocab_size: int, config):
         super().__init__()
@@ -67,6 +69,10 @@ class SequenceModel(torch.nn.Module, abc.ABC):
     @abc.abstractmethod
     def _forward(self, stream: torch.Tensor, input_length: int, answer_length: int) -> torch.Tensor:
         """Logits for the answer steps; `stream` is `[input_length + answer_length, batch]` token ids."""
+
+    def access_trace(self, inputs: torch.Tensor, answer_length: int) -> AccessTrace:
+        """Run like `forward`, and also return every step's read and write weightings over memory slots."""
+        raise TypeError(f"{type(self).__name__} has no external memory whose accesses could be traced")
 
     def stream(self, inputs: torch.Tensor, answer_length: int) -> torch.Tensor:
         """Time-major token ids: the inputs, then `answer_length` placeholders."""

@@ -24,6 +24,7 @@ from ..heads import HeadState, LieHeads
 from ..readout import Readout
 from .base import SequenceModel, initialize_layers
 from .lantm_loop import LieAccessLoop
+from .trace import AccessTrace, appended_slots, pad_slots
 
 WEIGHTINGS = ("inverse_square", "softmax")
 READ, WRITE = 0, 1
@@ -84,6 +85,7 @@ class LieAccessMachine(SequenceModel):
     """An LSTM controller driving a read and a write head through `group`'s key space (paper, section 4)."""
 
     config_class = LANTMConfig
+    has_memory = True
 
     def __init__(self, vocab_size: int, config: LANTMConfig | None = None):
         super().__init__(vocab_size, LANTMConfig() if config is None else config)
@@ -140,6 +142,15 @@ class LieAccessMachine(SequenceModel):
         """Run like `forward`, and also return where the heads went and what memory held."""
         answer_length = self.check_inputs(inputs, answer_length)
         return self._run(self.stream(inputs, answer_length), inputs.shape[1], record=True)
+
+    def access_trace(self, inputs: torch.Tensor, answer_length: int) -> AccessTrace:
+        """Read weights per step over the memory's slots (slot 0 is the initial one; input step t writes slot
+        t + 1), for drawing alongside other memory models'."""
+        trace = self.trace(inputs, answer_length)
+        slots = inputs.shape[1] + 1
+        reads = pad_slots([weights.unsqueeze(1) for weights in trace.read_weights], slots)
+        writes = appended_slots(reads, inputs.shape[1], reads.shape[1] - inputs.shape[1])
+        return AccessTrace(trace.logits, reads, writes, inputs.shape[1])
 
     @property
     def fused_loop_applies(self) -> bool:

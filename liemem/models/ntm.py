@@ -21,6 +21,7 @@ from ..config import INIT_SCHEMES, require_choice, require_controller_fields, re
 from ..controller import Controller
 from . import ntm_addressing as addressing
 from .base import SequenceModel, initialize_layers
+from .trace import AccessTrace
 
 __all__ = ["NTMConfig", "NeuralTuringMachine"]
 
@@ -77,6 +78,7 @@ class NeuralTuringMachine(SequenceModel):
     """
 
     config_class = NTMConfig
+    has_memory = True
 
     def __init__(self, vocab_size: int, config: NTMConfig | None = None):
         super().__init__(vocab_size, NTMConfig() if config is None else config)
@@ -111,6 +113,18 @@ class NeuralTuringMachine(SequenceModel):
 
     def _forward(self, stream: torch.Tensor, input_length: int, answer_length: int) -> torch.Tensor:
         """Run every step of `stream` (`[input_length + answer_length, batch]`); logits of the answer steps."""
+        return self._run(stream, input_length)
+
+    def access_trace(self, inputs: torch.Tensor, answer_length: int) -> AccessTrace:
+        """Every step's read and write weightings over the memory's slots."""
+        answer_length = self.check_inputs(inputs, answer_length)
+        weights = []
+        logits = self._run(self.stream(inputs, answer_length), inputs.shape[1], weights)
+        weights = torch.stack(weights, dim=1)  # [B, steps, heads, slots]
+        reads = self.config.read_heads
+        return AccessTrace(logits, weights[:, :, :reads], weights[:, :, reads:], inputs.shape[1])
+
+    def _run(self, stream: torch.Tensor, input_length: int, record: list | None = None) -> torch.Tensor:
         config = self.config
         steps, batch = stream.shape
         reads, writes, width = config.read_heads, config.write_heads, config.memory_width
@@ -141,6 +155,8 @@ class NeuralTuringMachine(SequenceModel):
                 torch.softmax(kernel, dim=-1),
                 1 + nn.functional.softplus(gamma.squeeze(-1)),
             )
+            if record is not None:
+                record.append(weights)
             # Reads see the memory before this step's write, as the write heads' own addressing did.
             read = addressing.read(memory, weights[:, :reads]).reshape(batch, reads * width)
             erase, add = params[:, heads * self._address_size :].view(batch, writes, 2 * width).chunk(2, dim=-1)

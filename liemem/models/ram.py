@@ -18,6 +18,7 @@ from ..config import require_bool, require_controller_fields, require_int
 from ..controller import Controller
 from ..readout import Readout
 from .base import SequenceModel, initialize_layers
+from .trace import AccessTrace, appended_slots, pad_slots
 
 INITIAL_STRENGTH_OFFSET = 10.0
 
@@ -49,6 +50,7 @@ class RandomAccessMachine(SequenceModel):
     """An LSTM controller with an append-only key-value memory read by content-free attention."""
 
     config_class = RAMConfig
+    has_memory = True
 
     def __init__(self, vocab_size: int, config: RAMConfig | None = None):
         super().__init__(vocab_size, RAMConfig() if config is None else config)
@@ -88,6 +90,18 @@ class RandomAccessMachine(SequenceModel):
         return weighting.sharpen(weights, gamma[0]) if gamma else weights
 
     def _forward(self, stream, input_length, answer_length):
+        return self._run(stream, input_length)
+
+    def access_trace(self, inputs: torch.Tensor, answer_length: int) -> AccessTrace:
+        """Read weights per step over the memory's slots (slot 0 is the initial one; input step t writes slot
+        t + 1)."""
+        answer_length = self.check_inputs(inputs, answer_length)
+        weights = []
+        logits = self._run(self.stream(inputs, answer_length), inputs.shape[1], weights)
+        reads = pad_slots(weights, inputs.shape[1] + 1)
+        return AccessTrace(logits, reads, appended_slots(reads, inputs.shape[1], answer_length), inputs.shape[1])
+
+    def _run(self, stream, input_length, record: list | None = None):
         batch, config = stream.shape[1], self.config
         # unbind, not projected[t]: each slice's backward would fill a zero tensor the size of the whole stream
         projected = self.controller.project_inputs(self.embedding(stream)).unbind(0)
@@ -114,6 +128,8 @@ class RandomAccessMachine(SequenceModel):
             params = () if self._gamma is None else (1 + nn.functional.softplus(out[:, self._gamma, None, None]),)
             result = memory.read(mem, query.unsqueeze(1), self._weigh, params, shifted_keys=config.tape)
             read = result.value.squeeze(1)
+            if record is not None:
+                record.append(result.weights)
             if neighbours is not None:
                 neighbours = torch.cat((result.left_key, result.right_key), dim=1)
             if t < input_length:

@@ -64,12 +64,29 @@ def to_buckets(
     return buckets
 
 
+class BatchLoss(NamedTuple):
+    """A batch's mean loss per answer symbol, and how many of its symbols and examples greedy decoding gets right
+    (as 0-d tensors, so that reading them costs no extra device sync)."""
+
+    loss: torch.Tensor
+    right_symbols: torch.Tensor
+    right_examples: torch.Tensor
+    symbols: int
+    examples: int
+
+
 def symbol_loss(model: torch.nn.Module, buckets: list[Bucket]) -> torch.Tensor:
     """Cross-entropy per answer symbol, averaged over every symbol of every bucket (the paper's objective).
 
     Each example's terms are the same whichever bucket it sits in, since buckets are run separately.
     """
-    total, symbols = 0.0, 0
+    return batch_loss(model, buckets).loss
+
+
+def batch_loss(model: torch.nn.Module, buckets: list[Bucket]) -> BatchLoss:
+    """`symbol_loss`, with the greedy predictions' hits counted as the evaluation counts them."""
+    total, symbols, examples = 0.0, 0, 0
+    hits = []
     for bucket in buckets:
         logits = model(bucket.inputs, bucket.targets.shape[1])
         if logits.dtype in (torch.float16, torch.bfloat16):
@@ -77,5 +94,9 @@ def symbol_loss(model: torch.nn.Module, buckets: list[Bucket]) -> torch.Tensor:
         total = total + torch.nn.functional.cross_entropy(
             logits.flatten(0, 1), bucket.targets.flatten(), reduction="sum"
         )
+        right = logits.detach().argmax(dim=-1) == bucket.targets
+        hits.append(torch.stack((right.sum(), right.all(dim=1).sum())))
         symbols += bucket.targets.numel()
-    return total / symbols
+        examples += bucket.targets.shape[0]
+    right_symbols, right_examples = torch.stack(hits).sum(dim=0)
+    return BatchLoss(total / symbols, right_symbols, right_examples, symbols, examples)

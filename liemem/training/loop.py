@@ -19,7 +19,7 @@ from ..factory import build_model
 from . import checkpoint
 from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError
 from .config import TrainConfig, config_from_dict
-from .data import symbol_loss, test_examples, to_buckets, train_examples
+from .data import batch_loss, test_examples, to_buckets, train_examples
 from .evaluate import Scores, score
 from .metrics import MetricsLog
 
@@ -105,7 +105,7 @@ class _Run:
         self.step = 0
         self.evaluations: list[dict] = []
         self.best: dict | None = None
-        self.window = [0.0, 0]  # loss sum and count since the last log record
+        self.window = _empty_window()
         self.elapsed = 0.0
 
     def state(self) -> dict:
@@ -119,7 +119,14 @@ class _Run:
 
     def load(self, state: dict) -> None:
         self.step, self.evaluations, self.best = state["step"], state["evaluations"], state["best"]
-        self.window, self.elapsed = list(state["window"]), state["elapsed"]
+        # Checkpoints from before training scores were logged hold only the loss sum and count.
+        window = list(state["window"])
+        self.window, self.elapsed = window + _empty_window()[len(window) :], state["elapsed"]
+
+
+def _empty_window() -> list:
+    """Sums since the last log record: loss, steps, right symbols, symbols, right examples, examples."""
+    return [0.0, 0, 0, 0, 0, 0]
 
 
 def _print(line: str) -> None:
@@ -218,33 +225,42 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
                     cache[index] = buckets
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step)
-            loss = symbol_loss(model, buckets)
+            batch = batch_loss(model, buckets)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            batch.loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-            loss_value, norm_value = torch.stack((loss.detach().float(), grad_norm.float())).tolist()
+            # float32 and int64, not float64, which some devices (Apple's MPS) lack; one copy to the host.
+            floats = torch.stack((batch.loss.detach().float(), grad_norm.float())).cpu()
+            counts = torch.stack((batch.right_symbols, batch.right_examples)).cpu()
+            (loss_value, norm_value), (right_symbols, right_examples) = floats.tolist(), counts.tolist()
             if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
                 raise TrainingDiverged(
                     f"training stopped at step {step}: loss {loss_value}, gradient norm {norm_value}; {kept()}"
                 )
             optimizer.step()
             run.step = step
-            run.window[0] += loss_value
-            run.window[1] += 1
+            for index, value in enumerate(
+                (loss_value, 1, right_symbols, batch.symbols, right_examples, batch.examples)
+            ):
+                run.window[index] += value
             window_samples += sum(len(bucket.targets) for bucket in buckets)
 
             if step % config.log_every == 0 or step == config.steps:
                 now = time.perf_counter()
+                loss_sum, steps, right_symbols, symbols, right_examples, examples = run.window
                 record = {
                     "step": step,
-                    "loss": run.window[0] / run.window[1],
+                    "loss": loss_sum / steps,
                     "lr": learning_rate(config, step),
                     "grad_norm": norm_value,
                     "samples_per_second": window_samples / max(now - step_time, 1e-9),
                 }
+                if examples:  # greedy scores on the training batches, before each batch's update
+                    fine, coarse = right_symbols / symbols, right_examples / examples
+                    record["train"] = {"fine": fine, "coarse": coarse, "samples": int(examples)}
                 metrics.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
-                run.window, step_time, window_samples = [0.0, 0], now, 0
+                run.window, step_time, window_samples = _empty_window(), now, 0
             if step % config.eval_every == 0 or step == config.steps:
                 evaluate_now()
             bar.update(1)

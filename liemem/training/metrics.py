@@ -57,9 +57,18 @@ class MetricsLog:
 
 
 def read_metrics(out: Path) -> list[dict]:
-    """The records of a run's metrics file."""
+    """The records of a run's metrics file; lines that are not a JSON record with a step (one cut short by a
+    kill, say) are skipped."""
     path = Path(out) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    records = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else ():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records
 
 
 def _numbers(record: dict, prefix: str = ""):
