@@ -79,7 +79,7 @@ def _add_import_option(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the three commands, whose errors raise `UsageError`."""
-    parser = _Parser(prog="liemem", description="Lie-access neural memory: tasks, training and evaluation.")
+    parser = _Parser(prog="liemem", description="Lie-access neural memory: tasks, training, evaluation and plots.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sample = commands.add_parser("sample", help="print task examples as JSON lines")
