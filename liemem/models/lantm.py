@@ -80,6 +80,14 @@ class LieAccessTrace(NamedTuple):
     values: torch.Tensor  # [B, 1 + input_length, memory_width]
     strengths: torch.Tensor  # [B, 1 + input_length]
 
+    def access_trace(self) -> AccessTrace:
+        """The read and write weightings per step over the memory's slots, in the form every memory model gives
+        (slot 0 is the initial slot; input step t writes slot t + 1)."""
+        input_length = self.write_positions.shape[1]
+        reads = pad_slots([weights.unsqueeze(1) for weights in self.read_weights], input_length + 1)
+        writes = appended_slots(reads, input_length, reads.shape[1] - input_length)
+        return AccessTrace(self.logits, reads, writes, input_length)
+
 
 class LieAccessMachine(SequenceModel):
     """An LSTM controller driving a read and a write head through `group`'s key space (paper, section 4)."""
@@ -146,11 +154,7 @@ class LieAccessMachine(SequenceModel):
     def access_trace(self, inputs: torch.Tensor, answer_length: int) -> AccessTrace:
         """Read weights per step over the memory's slots (slot 0 is the initial one; input step t writes slot
         t + 1), for drawing alongside other memory models'."""
-        trace = self.trace(inputs, answer_length)
-        slots = inputs.shape[1] + 1
-        reads = pad_slots([weights.unsqueeze(1) for weights in trace.read_weights], slots)
-        writes = appended_slots(reads, inputs.shape[1], reads.shape[1] - inputs.shape[1])
-        return AccessTrace(trace.logits, reads, writes, inputs.shape[1])
+        return self.trace(inputs, answer_length).access_trace()
 
     @property
     def fused_loop_applies(self) -> bool:

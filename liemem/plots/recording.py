@@ -68,9 +68,10 @@ def record(model: SequenceModel, task: Task, inputs: np.ndarray, targets: np.nda
     was_training = model.training
     model.eval()
     try:
-        extra = {}
+        extra, access = {}, None
         if isinstance(model, LieAccessMachine):
             trace = model.trace(batch, len(targets))
+            access = trace.access_trace()  # from the same pass, not a second one
             extra = {
                 "key_space": model.key_space,
                 "read_positions": _numpy(trace.read_positions[0]),
@@ -79,7 +80,7 @@ def record(model: SequenceModel, task: Task, inputs: np.ndarray, targets: np.nda
                 "strengths": _numpy(trace.strengths[0]),
             }
         if model.has_memory:
-            access = model.access_trace(batch, len(targets))
+            access = model.access_trace(batch, len(targets)) if access is None else access
             logits, reads, writes = access.logits, _numpy(access.read_weights[0]), _numpy(access.write_weights[0])
         else:
             logits, reads, writes = model(batch, len(targets)), None, None
