@@ -56,6 +56,7 @@ def training_step(name: str, answer_length: int, batch_size: int, device: torch.
     """A function running one full training step of a fresh model; it returns (forward, backward, total) seconds."""
     torch.manual_seed(0)
     model = build(name).to(device).train()
+    model.compile_steps()
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.99, eps=1e-8)
     inputs, targets = copy_batch(answer_length, batch_size, device)
 

@@ -70,6 +70,11 @@ class SequenceModel(torch.nn.Module, abc.ABC):
     def _forward(self, stream: torch.Tensor, input_length: int, answer_length: int) -> torch.Tensor:
         """Logits for the answer steps; `stream` is `[input_length + answer_length, batch]` token ids."""
 
+    def compile_steps(self) -> bool:
+        """Compile per-step work for training forward passes where that pays (see `liemem.compiling`); return
+        whether anything was compiled. A trainer calls it once, before training; by default it does nothing."""
+        return False
+
     def access_trace(self, inputs: torch.Tensor, answer_length: int) -> AccessTrace:
         """Run like `forward`, and also return every step's read and write weightings over memory slots."""
         raise TypeError(f"{type(self).__name__} has no external memory whose accesses could be traced")

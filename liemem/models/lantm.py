@@ -17,7 +17,7 @@ from torch import nn
 
 import groups
 
-from .. import memory
+from .. import compiling, memory, native
 from ..config import ConfigError, require_bool, require_choice, require_controller_fields
 from ..controller import Controller
 from ..heads import HeadState, LieHeads
@@ -116,6 +116,9 @@ class LieAccessMachine(SequenceModel):
         self.initial_strength = nn.Parameter(torch.zeros(()))
         # The hand-differentiated loop computes the same function as the plain one; turn it off to compare.
         self.fused_loop = True
+        # ... and runs on compiled kernels on the CPU when they build (see liemem.native).
+        self.compiled_loop = True
+        self._compiled_move = None  # set by `compile_steps`
         self.reset_parameters(config.init)
 
     @property
@@ -155,6 +158,27 @@ class LieAccessMachine(SequenceModel):
         """Read weights per step over the memory's slots (slot 0 is the initial one; input step t writes slot
         t + 1), for drawing alongside other memory models'."""
         return self.trace(inputs, answer_length).access_trace()
+
+    def compile_steps(self) -> bool:
+        """Compile the heads' movement with `torch.compile` for training forward passes, if its group makes
+        enough tensor calls per move for that to pay (see `liemem.compiling`); return whether it did. Off when
+        `liemem.native.enabled()` is false or `compiled_loop` is; falls back to eager if compiling fails."""
+        self._compiled_move = None
+        if not (native.enabled() and self.compiled_loop and self.fused_loop_applies):
+            return False
+        positions = self.initial_positions.detach()
+        sample = (positions.new_zeros(2, 2, self.heads.raw_size), self.heads.initial_state(positions, 2))
+        if compiling.worth_compiling(self.heads.move, *sample):
+            self._compiled_move = compiling.CompiledOrEager(self.heads.move, f"the {self.config.group} heads' move")
+        return self._compiled_move is not None
+
+    def __getstate__(self):
+        # A compiled function neither copies nor pickles; a copy compiles its own with `compile_steps`.
+        return {**self.__dict__, "_compiled_move": None}
+
+    def move_for(self, training: bool):
+        """The heads' `move` the fused loops call: compiled for training passes after `compile_steps`."""
+        return self._compiled_move if training and self._compiled_move is not None else self.heads.move
 
     @property
     def fused_loop_applies(self) -> bool:

@@ -1,0 +1,60 @@
+"""Kernels compiled for the machine they run on: the LANTM time loop on the CPU (see `lantm_loop.cpp`).
+
+`lantm_loop()` builds them once per machine and torch version with torch's own extension builder (it needs a C++
+compiler and ninja; the build takes about half a minute and is cached under torch's extensions directory), and
+returns the loaded module, or None when they are turned off or cannot be built. Callers then run the same
+computation as tensor operations: the kernels make it faster, never different.
+
+Turn them off for a process with the environment variable `LIEMEM_COMPILE=0` (or `liemem train --no-compile`),
+or for one model with `model.compiled_loop = False`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pathlib
+import sys
+import warnings
+
+SWITCH = "LIEMEM_COMPILE"
+_SOURCE = pathlib.Path(__file__).with_name("lantm_loop.cpp")
+
+
+def enabled() -> bool:
+    """Whether compiled kernels may be used in this process (`LIEMEM_COMPILE` is not 0, false, no or off)."""
+    return os.environ.get(SWITCH, "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def lantm_loop():
+    """The compiled LANTM loop kernels, or None (turned off, or the build failed: a warning says why, once)."""
+    return _build() if enabled() else None
+
+
+@functools.cache
+def _build():
+    import torch
+    from torch.utils import cpp_extension
+
+    source = _SOURCE.read_bytes()
+    # A build is specific to the source, torch and Python it was made for: each gets its own directory.
+    key = hashlib.sha256(source + torch.__version__.encode() + sys.version.encode()).hexdigest()[:16]
+    name = f"liemem_lantm_loop_{key}"
+    directory = pathlib.Path(cpp_extension.get_default_build_root()) / name
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not any(directory.glob(f"{name}*.so")):
+            print(f"liemem: compiling the LANTM loop for this machine (once; cached in {directory})", file=sys.stderr)
+        return cpp_extension.load(
+            name=name, sources=[str(_SOURCE)], build_directory=str(directory), extra_cflags=["-O3"], verbose=False
+        )
+    except Exception as error:  # no compiler, no ninja, a read-only cache: the tensor-operation loop still works
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        warnings.warn(
+            f"liemem: could not compile the LANTM loop ({reason}); running it as tensor operations, which is "
+            f"slower. Set {SWITCH}=0 to skip the attempt.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
