@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import tasks
+from . import native, tasks
 from .config import ConfigError, require_int
 from .training import CheckpointError, TrainConfig, TrainingDiverged, evaluate, load_config, parse_lengths
 from .training.config import MAX_EVAL_SAMPLES, MAX_SEED
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress bar (default: on a terminal only)",
     )
     train_.add_argument("--out", required=True, help="run directory: checkpoints, metrics, scores")
+    _add_compile_option(train_)
     _add_import_option(train_)
 
     eval_ = commands.add_parser("eval", help="score a trained run")
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_.add_argument("--seed", type=int, help="evaluation seed (default: the run's)")
     eval_.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     eval_.add_argument("--best", action="store_true", help="score the best evaluation's weights, not the last")
+    _add_compile_option(eval_)
     _add_import_option(eval_)
 
     plot = commands.add_parser("plot", help="draw what a trained run's memory did, and its learning curves")
@@ -172,8 +174,22 @@ def run_sample(args) -> None:
         print(json.dumps({"input": task.decode(inputs), "target": task.decode(targets)}))
 
 
+def _add_compile_option(parser) -> None:
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help=f"run without compiled kernels or torch.compile (the same function, slower; as {native.SWITCH}=0)",
+    )
+
+
+def _apply_compile_option(args) -> None:
+    if getattr(args, "no_compile", False):
+        os.environ[native.SWITCH] = "0"  # read by liemem.native and liemem.compiling, here and in any child
+
+
 def run_train(args) -> None:
     """`liemem train`: the config file's settings, overridden by the flags given; prints the summary last."""
+    _apply_compile_option(args)
     config = load_config(args.config) if args.config else TrainConfig()
     flags = {
         "task": args.task,
@@ -202,6 +218,7 @@ def _echo(line: str) -> None:
 
 def run_eval(args) -> None:
     """`liemem eval`: score a run's weights; the last line is a JSON object with "fine" and "coarse"."""
+    _apply_compile_option(args)
     model, task, config, step = restore_model(args.run, args.device, best=args.best)
     sizes = parse_lengths(args.lengths, "--lengths") if args.lengths else config.test_lengths
     count = config.eval_samples if args.n is None else _count("eval", args.n)

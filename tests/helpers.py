@@ -1,10 +1,14 @@
-"""Sampling and comparison helpers for the group tests."""
+"""Helpers shared by the tests: sampling and comparing group elements, and the compiled kernels."""
 
 from __future__ import annotations
 
 import math
+import os
+import shutil
 
+import pytest
 import torch
+from torch.utils import cpp_extension
 
 TOLERANCE = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-4, atol=2e-4)}
 DTYPES = (torch.float32, torch.float64)
@@ -39,3 +43,17 @@ def assert_same_element(group, g, h, generator, scale: float = 1.0) -> None:
     """g and h act identically on a handful of random keys (which pins down an element of a faithful action)."""
     points = group.key_space.random(5, *([1] * (g.ndim - len(group.element_shape))), dtype=g.dtype, generator=generator)
     close(group.act(g, points), group.act(h, points), scale=scale)
+
+
+def require_compiled_kernels():
+    """The compiled LANTM kernels of `liemem.native`. Skips where they cannot be built (no C++ compiler or no
+    ninja) or are turned off; fails where they could be built and were not."""
+    from liemem import native
+
+    if not native.enabled():
+        pytest.skip(f"compiled kernels are turned off ({native.SWITCH}=0)")
+    if shutil.which(os.environ.get("CXX", "c++")) is None or not cpp_extension.is_ninja_available():
+        pytest.skip("no C++ compiler or no ninja: the compiled kernels cannot be built here")
+    kernels = native.lantm_loop()
+    assert kernels is not None, "a C++ compiler and ninja are installed, but the LANTM kernels did not build"
+    return kernels

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import liemem
+from helpers import require_compiled_kernels
 from liemem import ConfigError, build_model, memory, model_names, weighting
 from liemem.readout import Readout
 
@@ -104,9 +105,13 @@ FUSED_CASES = {
 }
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["tensor-ops", "compiled"])
 @pytest.mark.parametrize("name", FUSED_CASES)
-def test_hand_differentiated_loop_equals_the_autograd_loop(name):
-    """The fast path computes the same function, with the same gradients, as the plain autograd one."""
+def test_hand_differentiated_loop_equals_the_autograd_loop(name, compiled):
+    """The fast paths (in tensor operations, and on compiled kernels) compute the same function, with the same
+    gradients, as the plain autograd loop."""
+    if compiled:
+        require_compiled_kernels()
     torch.manual_seed(1)
     model = build_model(name, VOCAB, **FUSED_CASES[name]).double()
     assert model.fused_loop_applies
@@ -116,7 +121,7 @@ def test_hand_differentiated_loop_equals_the_autograd_loop(name):
     inputs, targets = copy_batch(batch=3)
     results = []
     for fused in (False, True):
-        model.fused_loop = fused
+        model.fused_loop, model.compiled_loop = fused, compiled
         model.zero_grad()
         logits = model(inputs, 5)
         (logits.sin().sum() + loss_of(model, inputs, targets)).backward()
@@ -128,11 +133,12 @@ def test_hand_differentiated_loop_equals_the_autograd_loop(name):
         torch.testing.assert_close(fast_grads[key], plain_grads[key], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", [*PRESETS, "lantm-plain"])
+@pytest.mark.parametrize("name", [*PRESETS, "lantm-plain", "lantm-tensorops"])
 def test_gradients_stay_finite_over_500_steps(name):
     torch.manual_seed(0)
-    model = build_model(name.removesuffix("-plain"), VOCAB)
+    model = build_model(name.removesuffix("-plain").removesuffix("-tensorops"), VOCAB)
     model.fused_loop = not name.endswith("-plain")
+    model.compiled_loop = not name.endswith("-tensorops")
     inputs = torch.randint(0, VOCAB, (2, 250))
     logits = model(inputs, 250)
     F.cross_entropy(logits.flatten(0, 1), torch.randint(0, VOCAB, (500,))).backward()
@@ -141,11 +147,11 @@ def test_gradients_stay_finite_over_500_steps(name):
         assert torch.isfinite(parameter.grad).all(), name_
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_heads_sitting_exactly_on_keys_give_finite_gradients(fused):
+@pytest.mark.parametrize("fused, compiled", [(True, True), (True, False), (False, False)])
+def test_heads_sitting_exactly_on_keys_give_finite_gradients(fused, compiled):
     """With the step projection zeroed, both heads stay at the origin, where every key is written."""
     model = build_model("lantm", VOCAB)
-    model.fused_loop = fused
+    model.fused_loop, model.compiled_loop = fused, compiled
     with torch.no_grad():
         model.step_projection.weight.zero_()
         model.step_projection.bias.zero_()

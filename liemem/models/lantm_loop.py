@@ -247,8 +247,9 @@ class _HeadsReplay:
     """Every step's head movement replayed as one batch, with the Jacobian of each movement.
 
     A movement maps (raw output, position, action) to (position, action), each head and sample on its own.
-    The Jacobian rows come from one vector-Jacobian product per output coordinate over the whole batch; the
-    action is an output only when action interpolation makes the next movement depend on it.
+    The Jacobian rows come from vector-Jacobian products over the whole batch, one per output coordinate, run
+    as one batched backward pass; the action is an output only when action interpolation makes the next
+    movement depend on it.
     """
 
     def __init__(self, heads, input_length: int, raws, states_before: list[HeadState]):
@@ -283,13 +284,19 @@ class _HeadsReplay:
     def prepare(self, track_outputs: bool) -> None:
         """Take the Jacobians (once), and start collecting output gradients if `track_outputs`."""
         if self.encoder is None:
-            rows = []
-            for j in range(self.output_size):
-                one_hot = torch.zeros_like(self.outputs)
-                one_hot[..., j] = 1
-                grads = torch.autograd.grad(self.outputs, self.leaves, one_hot, retain_graph=True, allow_unused=True)
-                rows.append(torch.cat([_or_zeros(g, x) for g, x in zip(grads, self.leaves, strict=True)], dim=-1))
-            jacobian = torch.stack(rows, dim=-2).squeeze(1)  # [N, outputs, inputs]
+            # One backward pass, batched over the output coordinates (vmapped), gives every Jacobian row.
+            size, outputs = self.output_size, self.outputs
+            one_hots = torch.eye(size, dtype=outputs.dtype, device=outputs.device).view(size, 1, 1, size)
+            grads = torch.autograd.grad(
+                outputs,
+                self.leaves,
+                one_hots.expand(size, *outputs.shape),
+                retain_graph=True,
+                allow_unused=True,
+                is_grads_batched=True,
+            )
+            rows = [_or_zeros(g, x.expand(size, *x.shape)) for g, x in zip(grads, self.leaves, strict=True)]
+            jacobian = torch.cat(rows, dim=-1).squeeze(2).transpose(0, 1).contiguous()  # [N, outputs, inputs]
             encoder_rows = self.input_length * self.batch * 2
             self.encoder = jacobian[:encoder_rows].unflatten(0, (self.input_length, self.batch, 2))
             self.answer = jacobian[encoder_rows:].unflatten(0, (self.steps - self.input_length, self.batch, 1))

@@ -47,7 +47,18 @@ def _build():
         if not any(directory.glob(f"{name}*.so")):
             print(f"liemem: compiling the LANTM loop for this machine (once; cached in {directory})", file=sys.stderr)
         return cpp_extension.load(
-            name=name, sources=[str(_SOURCE)], build_directory=str(directory), extra_cflags=["-O3"], verbose=False
+            name=name,
+            sources=[str(_SOURCE)],
+            build_directory=str(directory),
+            extra_cflags=[
+                "-O3",
+                "-march=native",
+                "-fno-math-errno",
+                "-fno-trapping-math",
+                "-fno-signed-zeros",
+                "-fassociative-math",
+            ],
+            verbose=False,
         )
     except Exception as error:  # no compiler, no ninja, a read-only cache: the tensor-operation loop still works
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

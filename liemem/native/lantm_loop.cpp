@@ -70,75 +70,101 @@ void read_write_step(at::Tensor keys, at::Tensor values, at::Tensor strengths, i
                      at::Tensor queries, at::Tensor dist2, at::Tensor factors, at::Tensor weights, at::Tensor totals,
                      at::Tensor nearest, at::Tensor scales, int64_t write_slot, const at::Tensor& value_raw,
                      const at::Tensor& strength_raw, double eps, double weight_floor, double temperature_floor) {
-  const bool softmax = temperature_raw.defined() && temperature_raw.numel() > 0;
+  const bool softmax = temperature_raw.numel() > 0;
+  for (const at::Tensor* tensor : std::initializer_list<const at::Tensor*>{&keys, &values, &strengths, &queries, &dist2, &factors, &weights, &totals, &nearest,
+                             &scales}) {
+    TORCH_CHECK(tensor->is_contiguous(), "lantm_loop: read_write_step needs contiguous buffers");
+  }
   check_rows(read, "read");
+  check_rows(value_raw, "value_raw");
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "read_write_step", [&] {
-    auto k = keys.accessor<scalar_t, 3>();
-    auto v = values.accessor<scalar_t, 3>();
-    auto st = strengths.accessor<scalar_t, 3>();
-    auto p = positions.accessor<scalar_t, 3>();
-    auto r = read.accessor<scalar_t, 2>();
-    auto q = queries.accessor<scalar_t, 2>();
-    auto d2 = dist2.accessor<scalar_t, 2>();
-    auto f = factors.accessor<scalar_t, 2>();
-    auto w = weights.accessor<scalar_t, 2>();
-    auto tot = totals.accessor<scalar_t, 1>();
-    auto near = nearest.accessor<int64_t, 1>();
-    auto sc = scales.accessor<scalar_t, 1>();
-    const int64_t batch = values.size(0), dim = keys.size(1), width = values.size(2);
-    const scalar_t e = static_cast<scalar_t>(eps), floor = static_cast<scalar_t>(weight_floor);
-    const scalar_t* temperature_row = softmax ? temperature_raw.data_ptr<scalar_t>() : nullptr;
+    const int64_t batch = values.size(0), dim = keys.size(1), width = values.size(2), capacity = values.size(1);
+    scalar_t* __restrict__ key_data = keys.data_ptr<scalar_t>();
+    scalar_t* __restrict__ value_data = values.data_ptr<scalar_t>();
+    scalar_t* __restrict__ strength_data = strengths.data_ptr<scalar_t>();
+    const scalar_t* position_data = positions.data_ptr<scalar_t>();
+    const int64_t position_batch = positions.stride(0), position_head = positions.stride(1);
+    const int64_t position_coordinate = positions.stride(2);
+    scalar_t* __restrict__ read_data = read.data_ptr<scalar_t>();
+    scalar_t* __restrict__ query_data = queries.data_ptr<scalar_t>();
+    scalar_t* __restrict__ dist2_data = dist2.data_ptr<scalar_t>();
+    scalar_t* __restrict__ factor_data = factors.data_ptr<scalar_t>();
+    scalar_t* __restrict__ weight_data = weights.data_ptr<scalar_t>();
+    const int64_t saved_stride = dist2.size(1);
+    int64_t* nearest_data = nearest.data_ptr<int64_t>();
+    scalar_t* total_data = totals.data_ptr<scalar_t>();
+    scalar_t* scale_data = scales.data_ptr<scalar_t>();
+    const scalar_t* temperature_data = softmax ? temperature_raw.data_ptr<scalar_t>() : nullptr;
     const int64_t temperature_stride = softmax ? temperature_raw.stride(0) : 0;
+    const scalar_t* value_raw_data = value_raw.data_ptr<scalar_t>();
+    const scalar_t* strength_raw_data = strength_raw.data_ptr<scalar_t>();
+    const int64_t value_raw_stride = value_raw.stride(0), strength_raw_stride = strength_raw.stride(0);
+    const int64_t read_stride = read.stride(0);
+    const scalar_t e = static_cast<scalar_t>(eps), floor = static_cast<scalar_t>(weight_floor);
     for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t c = 0; c < dim; ++c) q[b][c] = p[b][0][c];
+      const scalar_t* key = key_data + b * dim * capacity;
+      const scalar_t* value = value_data + b * capacity * width;
+      const scalar_t* strength = strength_data + b * capacity;
+      const scalar_t* position = position_data + b * position_batch;
+      scalar_t* query = query_data + b * dim;
+      scalar_t* d2 = dist2_data + b * saved_stride;
+      scalar_t* factor = factor_data + b * saved_stride;
+      scalar_t* weight = weight_data + b * saved_stride;
+      scalar_t* out = read_data + b * read_stride;
+      for (int64_t c = 0; c < dim; ++c) query[c] = position[c * position_coordinate];
+      for (int64_t i = 0; i < slots; ++i) d2[i] = 0;
+      for (int64_t c = 0; c < dim; ++c) {
+        const scalar_t q = query[c];
+        const scalar_t* coordinate = key + c * capacity;
+#pragma omp simd
+        for (int64_t i = 0; i < slots; ++i) {
+          const scalar_t diff = q - coordinate[i];
+          d2[i] += diff * diff;
+        }
+      }
+      // Strictly smaller, so that ties go to the first slot, as min(dim) gives them.
       int64_t smallest_index = 0;
-      for (int64_t i = 0; i < slots; ++i) {
-        scalar_t sum = 0;
-        for (int64_t c = 0; c < dim; ++c) {
-          const scalar_t diff = q[b][c] - k[b][c][i];
-          sum += diff * diff;
-        }
-        d2[b][i] = sum;
-        // Strictly smaller, so that ties go to the first slot, as min(dim) gives them.
-        if (sum < d2[b][smallest_index]) smallest_index = i;
+      for (int64_t i = 1; i < slots; ++i) {
+        if (d2[i] < d2[smallest_index]) smallest_index = i;
       }
-      near[b] = smallest_index;
-      const scalar_t smallest = d2[b][smallest_index];
-      scalar_t total = 0;
+      nearest_data[b] = smallest_index;
+      const scalar_t smallest = d2[smallest_index];
       if (softmax) {
-        const scalar_t temperature = softplus(temperature_row[b * temperature_stride]);
-        const scalar_t scale = scalar_t(1) / std::max(temperature, static_cast<scalar_t>(temperature_floor));
-        sc[b] = scale;
-        for (int64_t i = 0; i < slots; ++i) {
-          f[b][i] = std::exp(-(d2[b][i] - smallest) * scale);
-          w[b][i] = f[b][i] * st[b][0][i] + floor;
-          total += w[b][i];
-        }
+        const scalar_t raw = temperature_data[b * temperature_stride];
+        const scalar_t scale = scalar_t(1) / std::max(softplus(raw), static_cast<scalar_t>(temperature_floor));
+        scale_data[b] = scale;
+        for (int64_t i = 0; i < slots; ++i) factor[i] = std::exp(-(d2[i] - smallest) * scale);
       } else {
-        for (int64_t i = 0; i < slots; ++i) {
-          f[b][i] = (scalar_t(1) / (d2[b][i] + e)) * (smallest + e);
-          w[b][i] = f[b][i] * st[b][0][i] + floor;
-          total += w[b][i];
-        }
+#pragma omp simd
+        for (int64_t i = 0; i < slots; ++i) factor[i] = (scalar_t(1) / (d2[i] + e)) * (smallest + e);
       }
-      tot[b] = total;
-      for (int64_t i = 0; i < slots; ++i) w[b][i] /= total;
-      for (int64_t j = 0; j < width; ++j) r[b][j] = 0;
+      scalar_t total = 0;
+#pragma omp simd reduction(+ : total)
       for (int64_t i = 0; i < slots; ++i) {
-        const scalar_t weight = w[b][i];
-        for (int64_t j = 0; j < width; ++j) r[b][j] += weight * v[b][i][j];
+        weight[i] = factor[i] * strength[i] + floor;
+        total += weight[i];
+      }
+      total_data[b] = total;
+      for (int64_t i = 0; i < slots; ++i) weight[i] /= total;
+      for (int64_t j = 0; j < width; ++j) out[j] = 0;
+      for (int64_t i = 0; i < slots; ++i) {
+        const scalar_t w = weight[i];
+        const scalar_t* row = value + i * width;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) out[j] += w * row[j];
       }
       if (write_slot >= 0) {
-        auto vr = value_raw.accessor<scalar_t, 2>();
-        auto sr = strength_raw.accessor<scalar_t, 2>();
-        for (int64_t c = 0; c < dim; ++c) k[b][c][write_slot] = p[b][1][c];
-        for (int64_t j = 0; j < width; ++j) v[b][write_slot][j] = std::tanh(vr[b][j]);
-        st[b][0][write_slot] = sigmoid(sr[b][0]);
+        const scalar_t* writer = position + position_head;
+        const scalar_t* raw_value = value_raw_data + b * value_raw_stride;
+        scalar_t* written_key = key_data + b * dim * capacity + write_slot;
+        for (int64_t c = 0; c < dim; ++c) written_key[c * capacity] = writer[c * position_coordinate];
+        scalar_t* slot = value_data + b * capacity * width + write_slot * width;
+        for (int64_t j = 0; j < width; ++j) slot[j] = std::tanh(raw_value[j]);
+        strength_data[b * capacity + write_slot] = sigmoid(strength_raw_data[b * strength_raw_stride]);
       }
     }
   });
 }
-
 
 // The whole backward pass through time, in reverse, for what `controller_step` and `read_write_step` computed;
 // the heads' movements are differentiated through their Jacobians, taken beforehand by the caller:
@@ -158,156 +184,209 @@ std::vector<at::Tensor> backward_loop(
     at::Tensor grad_values, at::Tensor grad_strengths, int64_t raw_size, int64_t temperature_column,
     int64_t value_column, int64_t strength_column, double eps, double temperature_floor) {
   const int64_t steps = outputs.size(0), batch = outputs.size(1), size = cells.size(2);
-  const int64_t width = values.size(2), dim = keys.size(1), out_size = encoder_jacobians.size(3);
-  const int64_t input_size = encoder_jacobians.size(4);
+  const int64_t width = values.size(2), dim = keys.size(1), capacity = values.size(1);
+  const int64_t out_size = encoder_jacobians.size(3), input_size = encoder_jacobians.size(4);
+  const int64_t projection = outputs.size(2);
   const bool softmax = temperature_column >= 0;
-  const bool track_heads = head_output_grads.defined() && head_output_grads.numel() > 0;
+  const bool track_heads = head_output_grads.numel() > 0;
+  for (const at::Tensor* tensor : std::initializer_list<const at::Tensor*>{&outputs, &sigmoids, &candidates, &cells, &squashed, &keys, &values, &strengths,
+                             &queries, &dist2, &factors, &weights, &totals, &nearest, &scales, &encoder_jacobians,
+                             &answer_jacobians, &grad_gates, &grad_outputs, &grad_keys, &grad_values,
+                             &grad_strengths}) {
+    TORCH_CHECK(tensor->is_contiguous(), "lantm_loop: backward_loop needs contiguous buffers");
+  }
+  TORCH_CHECK(input_size == raw_size + out_size, "lantm_loop: Jacobians must be [out, raw + out]");
+  TORCH_CHECK(!track_heads || head_output_grads.is_contiguous(), "lantm_loop: head_output_grads not contiguous");
+  auto answer_hidden = grad_answer_hidden.contiguous(), answer_reads = grad_answer_reads.contiguous();
   auto grad_recurrent = at::zeros({batch, width + size}, outputs.options());
-  auto grad_read = grad_recurrent.narrow(1, 0, width);
   auto grad_hidden = grad_recurrent.narrow(1, width, size);
   auto grad_cell = at::zeros({batch, size}, outputs.options());
   auto grad_heads = at::zeros({batch, 2, out_size}, outputs.options());
-  auto moved = at::empty({input_size}, outputs.options());
   AT_DISPATCH_FLOATING_TYPES(outputs.scalar_type(), "backward_loop", [&] {
-    auto s_all = sigmoids.accessor<scalar_t, 3>();
-    auto g_all = candidates.accessor<scalar_t, 3>();
-    auto c_all = cells.accessor<scalar_t, 3>();
-    auto sq_all = squashed.accessor<scalar_t, 3>();
-    auto out_all = outputs.accessor<scalar_t, 3>();
-    auto k = keys.accessor<scalar_t, 3>();
-    auto v = values.accessor<scalar_t, 3>();
-    auto st = strengths.accessor<scalar_t, 3>();
-    auto q_all = queries.accessor<scalar_t, 3>();
-    auto d2_all = dist2.accessor<scalar_t, 3>();
-    auto f_all = factors.accessor<scalar_t, 3>();
-    auto w_all = weights.accessor<scalar_t, 3>();
-    auto tot_all = totals.accessor<scalar_t, 2>();
-    auto near_all = nearest.accessor<int64_t, 2>();
-    auto sc_all = scales.accessor<scalar_t, 2>();
-    auto gah = grad_answer_hidden.accessor<scalar_t, 3>();
-    auto gar = grad_answer_reads.accessor<scalar_t, 3>();
-    auto je = encoder_jacobians.accessor<scalar_t, 5>();
-    auto ja = answer_jacobians.accessor<scalar_t, 5>();
-    auto gg_all = grad_gates.accessor<scalar_t, 3>();
-    auto go_all = grad_outputs.accessor<scalar_t, 3>();
-    auto gk = grad_keys.accessor<scalar_t, 3>();
-    auto gv = grad_values.accessor<scalar_t, 3>();
-    auto gs = grad_strengths.accessor<scalar_t, 3>();
-    auto gr = grad_recurrent.accessor<scalar_t, 2>();
-    auto gc = grad_cell.accessor<scalar_t, 2>();
-    auto gh = grad_heads.accessor<scalar_t, 3>();
-    auto in = moved.accessor<scalar_t, 1>();
-    scalar_t* tracked = track_heads ? head_output_grads.data_ptr<scalar_t>() : nullptr;
-    const scalar_t e = static_cast<scalar_t>(eps);
-    const scalar_t scale_ceiling = scalar_t(1) / static_cast<scalar_t>(temperature_floor);
-    std::vector<scalar_t> grad_weight(input_length + 1), minus_grad_dist2(input_length + 1);
+    using T = scalar_t;
+    const T* output_data = outputs.data_ptr<T>();
+    const T* key_data = keys.data_ptr<T>();
+    const T* value_data = values.data_ptr<T>();
+    const T* strength_data = strengths.data_ptr<T>();
+    T* __restrict__ grad_key_data = grad_keys.data_ptr<T>();
+    T* __restrict__ grad_value_data = grad_values.data_ptr<T>();
+    T* __restrict__ grad_strength_data = grad_strengths.data_ptr<T>();
+    T* __restrict__ grad_output_data = grad_outputs.data_ptr<T>();
+    T* __restrict__ grad_gate_data = grad_gates.data_ptr<T>();
+    T* __restrict__ grad_recurrent_data = grad_recurrent.data_ptr<T>();
+    T* __restrict__ grad_cell_data = grad_cell.data_ptr<T>();
+    T* __restrict__ grad_head_data = grad_heads.data_ptr<T>();
+    T* tracked = track_heads ? head_output_grads.data_ptr<T>() : nullptr;
+    const T* dist2_data = dist2.data_ptr<T>();
+    const T* factor_data = factors.data_ptr<T>();
+    const T* weight_data = weights.data_ptr<T>();
+    const T* query_data = queries.data_ptr<T>();
+    const T* total_data = totals.data_ptr<T>();
+    const int64_t* nearest_data = nearest.data_ptr<int64_t>();
+    const T* scale_data = scales.data_ptr<T>();
+    const T* answer_hidden_data = answer_hidden.data_ptr<T>();
+    const T* answer_read_data = answer_reads.data_ptr<T>();
+    const T* encoder_jacobian_data = encoder_jacobians.data_ptr<T>();
+    const T* answer_jacobian_data = answer_jacobians.data_ptr<T>();
+    const T* sigmoid_data = sigmoids.data_ptr<T>();
+    const T* candidate_data = candidates.data_ptr<T>();
+    const T* cell_data = cells.data_ptr<T>();
+    const T* squashed_data = squashed.data_ptr<T>();
+    const T e = static_cast<T>(eps);
+    const T scale_ceiling = T(1) / static_cast<T>(temperature_floor);
+    std::vector<T> grad_weight(capacity), minus_grad_dist2(capacity), moved(input_size);
     for (int64_t t = steps - 1; t >= 0; --t) {
       const bool writing = t < input_length;
       const int64_t slots = writing ? t + 1 : input_length + 1;
       const int64_t heads = writing ? 2 : 1;
-      auto s = s_all[t];
-      auto g = g_all[t];
-      auto sq = sq_all[t];
-      auto c = c_all[t];
-      auto go = go_all[t];
-      auto gg = gg_all[t];
+      const int64_t saved = t * batch * capacity;  // row t of the [T, B, S] buffers
+      T* grad_output = grad_output_data + t * batch * projection;
+      const T* output = output_data + t * batch * projection;
+      const T* jacobians = writing ? encoder_jacobian_data + t * batch * 2 * out_size * input_size
+                                   : answer_jacobian_data + (t - input_length) * batch * out_size * input_size;
       for (int64_t b = 0; b < batch; ++b) {
-        scalar_t* grad_read_row = &gr[b][0];
-        scalar_t* grad_hidden_row = &gr[b][width];
+        T* grad_read = grad_recurrent_data + b * (width + size);
+        T* grad_hidden_row = grad_read + width;
         if (!writing) {
-          for (int64_t j = 0; j < size; ++j) grad_hidden_row[j] += gah[t - input_length][b][j];
-          for (int64_t j = 0; j < width; ++j) grad_read_row[j] += gar[t - input_length][b][j];
+          const T* hidden_in = answer_hidden_data + ((t - input_length) * batch + b) * size;
+          const T* read_in = answer_read_data + ((t - input_length) * batch + b) * width;
+          for (int64_t j = 0; j < size; ++j) grad_hidden_row[j] += hidden_in[j];
+          for (int64_t j = 0; j < width; ++j) grad_read[j] += read_in[j];
         }
         // The read at step t.
-        auto d2 = d2_all[t][b];
-        auto f = f_all[t][b];
-        auto w = w_all[t][b];
-        const scalar_t total = tot_all[t][b];
-        const int64_t near = near_all[t][b];
-        scalar_t dot = 0;
+        const T* d2 = dist2_data + saved + b * capacity;
+        const T* factor = factor_data + saved + b * capacity;
+        const T* weight = weight_data + saved + b * capacity;
+        const T* query = query_data + (t * batch + b) * dim;
+        const T total = total_data[t * batch + b];
+        const int64_t near = nearest_data[t * batch + b];
+        const T* value = value_data + b * capacity * width;
+        const T* strength = strength_data + b * capacity;
+        const T* key = key_data + b * dim * capacity;
+        T* grad_value = grad_value_data + b * capacity * width;
+        T* grad_strength = grad_strength_data + b * capacity;
+        T* grad_key = grad_key_data + b * dim * capacity;
+        T dot = 0;
         for (int64_t i = 0; i < slots; ++i) {
-          scalar_t sum = 0;
-          for (int64_t j = 0; j < width; ++j) sum += grad_read_row[j] * v[b][i][j];
+          const T* row = value + i * width;
+          T sum = 0;
+#pragma omp simd reduction(+ : sum)
+          for (int64_t j = 0; j < width; ++j) sum += grad_read[j] * row[j];
           grad_weight[i] = sum;
-          dot += sum * w[i];
+          dot += sum * weight[i];
         }
-        scalar_t grad_nearest = 0, grad_temperature = 0;
-        const scalar_t scale = softmax ? sc_all[t][b] : scalar_t(0);
-        for (int64_t i = 0; i < slots; ++i) {
-          const scalar_t grad_unnormalised = (grad_weight[i] - dot) / total;
-          const scalar_t grad_factor = grad_unnormalised * st[b][0][i];
-          const scalar_t slot_scale = softmax ? scale : scalar_t(1) / (d2[i] + e);
-          minus_grad_dist2[i] = grad_factor * f[i] * slot_scale;
-          if (softmax) {
+        T grad_nearest = 0, grad_temperature = 0;
+        const T scale = softmax ? scale_data[t * batch + b] : T(0);
+        if (softmax) {
+          const T nearest_dist2 = d2[near];
+#pragma omp simd reduction(+ : grad_nearest, grad_temperature)
+          for (int64_t i = 0; i < slots; ++i) {
+            const T grad_unnormalised = (grad_weight[i] - dot) / total;
+            minus_grad_dist2[i] = grad_unnormalised * strength[i] * factor[i] * scale;
             grad_nearest += minus_grad_dist2[i];
-            grad_temperature += minus_grad_dist2[i] * (d2[i] - d2[near]);
-          } else {
-            grad_nearest += grad_factor * slot_scale;
+            grad_temperature += minus_grad_dist2[i] * (d2[i] - nearest_dist2);
+            grad_strength[i] += grad_unnormalised * factor[i];
           }
-          gs[b][0][i] += grad_unnormalised * f[i];
-          for (int64_t j = 0; j < width; ++j) gv[b][i][j] += w[i] * grad_read_row[j];
+        } else {
+#pragma omp simd reduction(+ : grad_nearest)
+          for (int64_t i = 0; i < slots; ++i) {
+            const T grad_unnormalised = (grad_weight[i] - dot) / total;
+            const T grad_factor = grad_unnormalised * strength[i];
+            const T slot_scale = T(1) / (d2[i] + e);
+            minus_grad_dist2[i] = grad_factor * factor[i] * slot_scale;
+            grad_nearest += grad_factor * slot_scale;
+            grad_strength[i] += grad_unnormalised * factor[i];
+          }
+        }
+        for (int64_t i = 0; i < slots; ++i) {
+          T* grad_row = grad_value + i * width;
+          const T w = weight[i];
+#pragma omp simd
+          for (int64_t j = 0; j < width; ++j) grad_row[j] += w * grad_read[j];
         }
         minus_grad_dist2[near] -= grad_nearest;
+        T* grad_head = grad_head_data + b * 2 * out_size;
         for (int64_t d = 0; d < dim; ++d) {
-          const scalar_t query = q_all[t][b][d];
-          scalar_t sum = 0;
+          const T q = query[d];
+          const T* coordinate = key + d * capacity;
+          T* grad_coordinate = grad_key + d * capacity;
+          T sum = 0;
+#pragma omp simd reduction(+ : sum)
           for (int64_t i = 0; i < slots; ++i) {
-            const scalar_t minus_grad_diff = minus_grad_dist2[i] * (query - k[b][d][i]);
+            const T minus_grad_diff = minus_grad_dist2[i] * (q - coordinate[i]);
             sum += minus_grad_diff;
-            gk[b][d][i] += scalar_t(2) * minus_grad_diff;
+            grad_coordinate[i] += T(2) * minus_grad_diff;
           }
-          gh[b][0][d] += scalar_t(-2) * sum;
+          grad_head[d] += T(-2) * sum;
         }
+        T* grad_row = grad_output + b * projection;
         if (softmax) {
-          const scalar_t clamp = scale < scale_ceiling ? scalar_t(1) : scalar_t(0);
-          go[b][temperature_column] = grad_temperature * scale * clamp * sigmoid(out_all[t][b][temperature_column]);
+          const T clamp = scale < scale_ceiling ? T(1) : T(0);
+          const T raw = output[b * projection + temperature_column];
+          grad_row[temperature_column] = grad_temperature * scale * clamp * sigmoid(raw);
         }
         // The write after it.
         if (writing) {
           const int64_t slot = t + 1;
-          for (int64_t d = 0; d < dim; ++d) gh[b][1][d] += gk[b][d][slot];
+          for (int64_t d = 0; d < dim; ++d) grad_head[out_size + d] += grad_key[d * capacity + slot];
+          const T* written = value + slot * width;
+          const T* grad_written = grad_value + slot * width;
           for (int64_t j = 0; j < width; ++j) {
-            const scalar_t y = v[b][slot][j];
-            go[b][value_column + j] = gv[b][slot][j] * (scalar_t(1) - y * y);
+            grad_row[value_column + j] = grad_written[j] * (T(1) - written[j] * written[j]);
           }
-          const scalar_t y = st[b][0][slot];
-          go[b][strength_column] = gs[b][0][slot] * (scalar_t(1) - y) * y;
+          const T y = strength[slot];
+          grad_row[strength_column] = grad_strength[slot] * (T(1) - y) * y;
         }
         // The heads' movements, through their Jacobians.
         for (int64_t h = 0; h < heads; ++h) {
-          auto jacobian = writing ? je[t][b][h] : ja[t - input_length][b][0];
+          const T* jacobian = jacobians + (b * heads + h) * out_size * input_size;
+          T* grad_state = grad_head + h * out_size;
           if (tracked != nullptr) {
             const int64_t row = writing ? (t * batch + b) * 2 + h
                                         : input_length * batch * 2 + (t - input_length) * batch + b;
-            for (int64_t o = 0; o < out_size; ++o) tracked[row * out_size + o] = gh[b][h][o];
+            for (int64_t o = 0; o < out_size; ++o) tracked[row * out_size + o] = grad_state[o];
           }
-          for (int64_t i = 0; i < input_size; ++i) in[i] = 0;
+          for (int64_t i = 0; i < input_size; ++i) moved[i] = 0;
           for (int64_t o = 0; o < out_size; ++o) {
-            const scalar_t grad = gh[b][h][o];
-            for (int64_t i = 0; i < input_size; ++i) in[i] += grad * jacobian[o][i];
+            const T grad = grad_state[o];
+            const T* jacobian_row = jacobian + o * input_size;
+            for (int64_t i = 0; i < input_size; ++i) moved[i] += grad * jacobian_row[i];
           }
-          for (int64_t r = 0; r < raw_size; ++r) go[b][h * raw_size + r] = in[r];
-          for (int64_t o = 0; o < out_size; ++o) gh[b][h][o] = in[raw_size + o];
+          for (int64_t r = 0; r < raw_size; ++r) grad_row[h * raw_size + r] = moved[r];
+          for (int64_t o = 0; o < out_size; ++o) grad_state[o] = moved[raw_size + o];
         }
       }
       // The step projection, then the LSTM cell, then the recurrent input [r_{t-1}; h_{t-1}].
       grad_hidden.addmm_(grad_outputs[t], step_weight);
+      const T* sigmoid_row = sigmoid_data + t * batch * 3 * size;
+      const T* candidate_row = candidate_data + t * batch * size;
+      const T* cell_row = cell_data + t * batch * size;
+      const T* squashed_row = squashed_data + t * batch * size;
+      T* grad_gate = grad_gate_data + t * batch * 4 * size;
       for (int64_t b = 0; b < batch; ++b) {
+        const T* s = sigmoid_row + b * 3 * size;
+        const T* g = candidate_row + b * size;
+        const T* c = cell_row + b * size;
+        const T* sq = squashed_row + b * size;
+        const T* grad_hidden_row = grad_recurrent_data + b * (width + size) + width;
+        T* gc = grad_cell_data + b * size;
+        T* gg = grad_gate + b * 4 * size;
+#pragma omp simd
         for (int64_t j = 0; j < size; ++j) {
-          const scalar_t input_gate = s[b][j], forget_gate = s[b][size + j], output_gate = s[b][2 * size + j];
-          const scalar_t candidate = g[b][j], squash = sq[b][j], hidden_grad = gr[b][width + j];
-          const scalar_t cell_grad = gc[b][j] + hidden_grad * output_gate * (scalar_t(1) - squash * squash);
-          gg[b][j] = cell_grad * candidate * (scalar_t(1) - input_gate) * input_gate;
-          gg[b][size + j] = cell_grad * c[b][j] * (scalar_t(1) - forget_gate) * forget_gate;
-          gg[b][2 * size + j] = hidden_grad * squash * (scalar_t(1) - output_gate) * output_gate;
-          gg[b][3 * size + j] = cell_grad * input_gate * (scalar_t(1) - candidate * candidate);
-          gc[b][j] = cell_grad * forget_gate;
+          const T input_gate = s[j], forget_gate = s[size + j], output_gate = s[2 * size + j];
+          const T candidate = g[j], squash = sq[j], hidden_grad = grad_hidden_row[j];
+          const T cell_grad = gc[j] + hidden_grad * output_gate * (T(1) - squash * squash);
+          gg[j] = cell_grad * candidate * (T(1) - input_gate) * input_gate;
+          gg[size + j] = cell_grad * c[j] * (T(1) - forget_gate) * forget_gate;
+          gg[2 * size + j] = hidden_grad * squash * (T(1) - output_gate) * output_gate;
+          gg[3 * size + j] = cell_grad * input_gate * (T(1) - candidate * candidate);
+          gc[j] = cell_grad * forget_gate;
         }
       }
       at::mm_out(grad_recurrent, grad_gates[t], recurrent_weight);
     }
   });
-  return {grad_hidden.clone(), grad_cell, grad_read.clone(), grad_heads};
+  return {grad_hidden.clone(), grad_cell, grad_recurrent.narrow(1, 0, width).clone(), grad_heads};
 }
 
 }  // namespace

@@ -1,0 +1,195 @@
+"""The compiled LANTM loop (liemem.native) and torch.compile of group moves (liemem.compiling): same function,
+switches that turn them off, fallbacks when they cannot be built, and clear errors for bad buffers."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import liemem
+from helpers import require_compiled_kernels
+from liemem import compiling, native
+from liemem.models import lantm_compiled
+from liemem.training import TrainConfig, train
+
+VOCAB = 10
+
+
+def batch(size=4, length=6, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, VOCAB, (size, length), generator=generator), torch.randint(
+        0, VOCAB, (size, length - 1), generator=generator
+    )
+
+
+def loss_and_grads(model, inputs, targets):
+    model.zero_grad()
+    logits = model(inputs, targets.shape[1])
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def perturbed(name, **options):
+    torch.manual_seed(3)
+    model = liemem.build_model(name, VOCAB, **options)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    return model
+
+
+@pytest.mark.parametrize("name", ["lantm", "slantm-s", "torus"])
+def test_float32_compiled_loop_matches_the_plain_loop(name):
+    """At training precision the compiled kernels agree with the autograd loop to float32 rounding."""
+    require_compiled_kernels()
+    model = perturbed(name)
+    inputs, targets = batch(size=8, length=12)
+    results = {}
+    for path, (fused, compiled) in {"plain": (False, False), "compiled": (True, True)}.items():
+        model.fused_loop, model.compiled_loop = fused, compiled
+        results[path] = loss_and_grads(model, inputs, targets)
+    (plain_loss, plain_grads), (fast_loss, fast_grads) = results["plain"], results["compiled"]
+    torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-5, atol=1e-6)
+    for key, grad in plain_grads.items():
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(fast_grads[key], grad, rtol=1e-3, atol=1e-4 * max(scale, 1e-3), msg=key)
+
+
+def test_the_switch_turns_the_kernels_off(monkeypatch):
+    monkeypatch.setenv(native.SWITCH, "0")
+    assert not native.enabled() and native.lantm_loop() is None
+    calls = []
+    monkeypatch.setattr(lantm_compiled, "forward", lambda *args: calls.append(1))
+    model = liemem.build_model("lantm", VOCAB)
+    model(*batch()[:1], 5).sum().backward()
+    assert calls == []  # the tensor-operation loop ran
+    assert not model.compile_steps()
+
+
+def test_the_kernels_run_by_default(monkeypatch):
+    require_compiled_kernels()
+    calls = []
+    original = lantm_compiled.forward
+    monkeypatch.setattr(lantm_compiled, "forward", lambda *args: calls.append(1) or original(*args))
+    liemem.build_model("lantm", VOCAB)(*batch()[:1], 5)
+    assert calls == [1]
+
+
+def test_kernels_apply_to_cpu_float32_and_float64_only():
+    require_compiled_kernels()
+    model = liemem.build_model("lantm", VOCAB)
+    for dtype in (torch.float32, torch.float64):
+        assert lantm_compiled.kernels_for(model, torch.zeros(1, dtype=dtype)) is not None
+    assert lantm_compiled.kernels_for(model, torch.zeros(1, dtype=torch.bfloat16)) is None
+    assert lantm_compiled.kernels_for(model, torch.zeros(1, device="meta")) is None
+    model.compiled_loop = False
+    assert lantm_compiled.kernels_for(model, torch.zeros(1)) is None
+
+
+def test_a_failed_build_warns_once_and_falls_back(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Error building extension: no compiler\nmore details")
+
+    model = liemem.build_model("lantm", VOCAB)
+    inputs, targets = batch()
+    model.compiled_loop = False
+    expected = loss_and_grads(model, inputs, targets)
+    model.compiled_loop = True
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    native._build.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=r"could not compile the LANTM loop \(Error building extension"):
+            result = loss_and_grads(model, inputs, targets)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once per process: the second forward pass does not warn again
+            loss_and_grads(model, inputs, targets)
+    finally:
+        native._build.cache_clear()  # later tests load the real build (cached on disk)
+    torch.testing.assert_close(result[0], expected[0], rtol=0, atol=0)
+
+
+def test_kernels_refuse_buffers_they_cannot_index():
+    kernels = require_compiled_kernels()
+    batch_size, slots, width = 2, 3, 4
+    keys = torch.zeros(batch_size, slots, 2).transpose(1, 2)  # [B, d, S] but not contiguous
+    values, strengths = torch.zeros(batch_size, slots, width), torch.ones(batch_size, 1, slots)
+    saved = [torch.zeros(batch_size, 2)] + [torch.zeros(batch_size, slots) for _ in range(3)]
+    with pytest.raises(RuntimeError, match="read_write_step needs contiguous buffers"):
+        kernels.read_write_step(
+            keys, values, strengths, 1, torch.zeros(batch_size, 2, 2), torch.zeros(0), torch.zeros(batch_size, width),
+            *saved, torch.zeros(batch_size), torch.zeros(batch_size, dtype=torch.long), torch.zeros(batch_size),
+            -1, torch.zeros(batch_size, width), torch.zeros(batch_size, 1), 1e-10, 1e-9, 1e-6,
+        )  # fmt: skip
+
+
+def test_operation_count_matches_a_hand_count():
+    x = torch.ones(3)
+    assert compiling.operation_count(lambda t: (t + 1) * 2, x) == 2
+    assert compiling.operation_count(lambda t: torch.sigmoid(t).sum().exp(), x) == 3
+    assert not compiling.worth_compiling(lambda t: t + 1, x)
+    assert compiling.worth_compiling(lambda t: [t := t + 1 for _ in range(compiling.MIN_OPERATIONS)][-1], x)
+
+
+def test_compile_steps_compiles_rotations_not_translations(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(compiling, "CompiledOrEager", lambda function, what: compiled.append(what) or function)
+    assert liemem.build_model("slantm", VOCAB).compile_steps()
+    assert not liemem.build_model("lantm", VOCAB).compile_steps()
+    plain = liemem.build_model("slantm", VOCAB)
+    plain.fused_loop = False
+    assert not plain.compile_steps()  # only the fused loops call the compiled move
+    assert compiled == ["the so3 heads' move"]
+
+
+def test_compiled_move_is_the_same_function_and_only_trains():
+    """torch.compile of SO(3)'s move: the same loss and gradients as eager; inference passes stay eager."""
+    model = perturbed("slantm")
+    inputs, targets = batch(size=8, length=8)
+    eager = loss_and_grads(model, inputs, targets)
+    assert model.compile_steps()
+    assert model.move_for(False) == model.heads.move and model.move_for(True) is model._compiled_move
+    fast = loss_and_grads(model, inputs, targets)
+    torch.testing.assert_close(fast[0], eager[0], rtol=1e-5, atol=1e-6)
+    for key, grad in eager[1].items():
+        torch.testing.assert_close(fast[1][key], grad, rtol=1e-3, atol=1e-5, msg=key)
+    twin = copy.deepcopy(model)  # a compiled function does not copy; the copy runs eagerly
+    assert twin._compiled_move is None
+    torch.testing.assert_close(twin(inputs, 7), model(inputs, 7))
+
+
+def test_a_move_that_fails_to_compile_runs_eagerly(monkeypatch):
+    def failing_compile(function, **kwargs):
+        def run(*args):
+            raise RuntimeError("inductor: no working C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    model = perturbed("slantm")
+    inputs, targets = batch()
+    expected = loss_and_grads(model, inputs, targets)
+    assert model.compile_steps()
+    with pytest.warns(RuntimeWarning, match="could not compile the so3 heads' move .inductor: no working C"):
+        result = loss_and_grads(model, inputs, targets)
+    assert model._compiled_move.compiled is None  # and it does not try again
+    torch.testing.assert_close(result[0], expected[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("steps, compiles", [(2, False), (3, True)])
+def test_training_runs_of_enough_steps_compile(monkeypatch, tmp_path, steps, compiles):
+    from liemem.models import LieAccessMachine
+    from liemem.training import loop
+
+    calls = []
+    monkeypatch.setattr(LieAccessMachine, "compile_steps", lambda self: calls.append(1) or False)
+    monkeypatch.setattr(loop, "COMPILE_MIN_STEPS", 3)
+    config = TrainConfig(task="copy", model="lantm", steps=steps, train_lengths=(2, 3), test_lengths=(4, 5))
+    train(config, tmp_path, progress=False)
+    assert calls == ([1] if compiles else [])
