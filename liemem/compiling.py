@@ -17,6 +17,8 @@ import warnings
 import torch
 from torch.overrides import TorchFunctionMode
 
+from .heads import HeadState
+
 # Below this many tensor function calls, a compiled call costs about what an eager one does.
 MIN_OPERATIONS = 32
 
@@ -48,17 +50,42 @@ class CompiledOrEager:
     """`function` compiled by `torch.compile` (static shapes: one graph per shape it meets), or, once compiling
     has failed, `function` itself."""
 
-    def __init__(self, function, what: str):
+    def __init__(self, function, what: str, dynamic: bool = False):
         self.function, self.what = function, what
-        self.compiled = torch.compile(function, dynamic=False)
+        self.compiled = torch.compile(function, dynamic=dynamic)
 
     def __call__(self, *args):
         if self.compiled is not None:
             try:
-                return self.compiled(*args)
+                with warnings.catch_warnings():  # the compiler's own deprecation notices, while it compiles
+                    warnings.simplefilter("ignore", FutureWarning)
+                    return self.compiled(*args)
             except Exception as error:  # a missing compiler, an unsupported Python: eager computes the same
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 message = f"liemem: could not compile {self.what} ({reason}); running it eagerly"
                 warnings.warn(message, RuntimeWarning, stacklevel=2)
                 self.compiled = None
         return self.function(*args)
+
+
+def move_jacobian(heads):
+    """A function of N movements' inputs, raw outputs `[N, raw]`, positions `[N, key_dim]` and actions
+    `[N, *element_shape]`, giving each movement's Jacobian `[N, outputs, inputs]`: outputs the new position (and
+    action, with action interpolation), inputs laid out (raw | position [| action]), as `lantm_loop` takes them.
+
+    It differentiates `heads.move` one movement at a time, vectorised over N (`torch.func`), which compiles into
+    a few fused loops where autograd's batched backward pass runs a hundred operations."""
+    with_action = heads.action_interpolation
+
+    def one(raw, position, action):
+        moved = heads.move(raw[None, None], HeadState(position[None, None], action[None, None]))
+        if not with_action:
+            return moved.position[0, 0]
+        return torch.cat((moved.position[0, 0], moved.action[0, 0].flatten()))
+
+    jacobians = torch.func.vmap(torch.func.jacrev(one, argnums=(0, 1, 2) if with_action else (0, 1)))
+
+    def jacobian(raw, position, action):
+        return torch.cat([part.flatten(2) for part in jacobians(raw, position, action)], dim=-1)
+
+    return jacobian

@@ -139,28 +139,56 @@ def test_operation_count_matches_a_hand_count():
 
 def test_compile_steps_compiles_rotations_not_translations(monkeypatch):
     compiled = []
-    monkeypatch.setattr(compiling, "CompiledOrEager", lambda function, what: compiled.append(what) or function)
+    monkeypatch.setattr(compiling, "CompiledOrEager", lambda function, what, **_: compiled.append(what) or function)
     assert liemem.build_model("slantm", VOCAB).compile_steps()
     assert not liemem.build_model("lantm", VOCAB).compile_steps()
     plain = liemem.build_model("slantm", VOCAB)
     plain.fused_loop = False
     assert not plain.compile_steps()  # only the fused loops call the compiled move
-    assert compiled == ["the so3 heads' move"]
+    assert compiled == ["the so3 heads' move", "the Jacobian of the so3 heads' move"]
+
+
+@pytest.mark.parametrize("name, options", [("so3", {}), ("se2", {"action_interpolation": True})])
+def test_move_jacobian_matches_autograd_one_move_at_a_time(name, options):
+    """`move_jacobian` (vectorised torch.func) against torch.autograd.functional.jacobian of each move alone."""
+    model = liemem.build_model(name, VOCAB, **options).double()
+    heads, group = model.heads, model.group
+    generator = torch.Generator().manual_seed(0)
+    rows = 5
+    raw = torch.randn(rows, heads.raw_size, dtype=torch.float64, generator=generator)
+    position = model.key_space.random(rows, dtype=torch.float64, generator=generator)
+    action = group.random(rows, dtype=torch.float64, generator=generator)
+    jacobian = compiling.move_jacobian(heads)(raw, position, action)
+    for i in range(rows):
+
+        def one(r, p, a):
+            moved = heads.move(r[None, None], liemem.heads.HeadState(p[None, None], a[None, None]))
+            out = moved.position[0, 0]
+            return torch.cat((out, moved.action[0, 0].flatten())) if heads.action_interpolation else out
+
+        inputs = (raw[i], position[i], action[i]) if heads.action_interpolation else (raw[i], position[i])
+        call = one if heads.action_interpolation else (lambda r, p, i=i: one(r, p, action[i]))
+        parts = torch.autograd.functional.jacobian(call, inputs)
+        expected = torch.cat([part.flatten(1) for part in parts], dim=-1)
+        torch.testing.assert_close(jacobian[i], expected, rtol=1e-10, atol=1e-12)
 
 
 def test_compiled_move_is_the_same_function_and_only_trains():
-    """torch.compile of SO(3)'s move: the same loss and gradients as eager; inference passes stay eager."""
+    """torch.compile of SO(3)'s move and of its Jacobians: the same loss and gradients as eager; inference
+    passes stay eager."""
     model = perturbed("slantm")
     inputs, targets = batch(size=8, length=8)
     eager = loss_and_grads(model, inputs, targets)
     assert model.compile_steps()
     assert model.move_for(False) == model.heads.move and model.move_for(True) is model._compiled_move
+    assert model.jacobian_for(False) is None and model.jacobian_for(True) is model._compiled_jacobian
     fast = loss_and_grads(model, inputs, targets)
     torch.testing.assert_close(fast[0], eager[0], rtol=1e-5, atol=1e-6)
     for key, grad in eager[1].items():
         torch.testing.assert_close(fast[1][key], grad, rtol=1e-3, atol=1e-5, msg=key)
+    assert model._compiled_jacobian.compiled is not None  # it compiled, rather than falling back
     twin = copy.deepcopy(model)  # a compiled function does not copy; the copy runs eagerly
-    assert twin._compiled_move is None
+    assert twin._compiled_move is None and twin._compiled_jacobian is None
     torch.testing.assert_close(twin(inputs, 7), model(inputs, 7))
 
 
@@ -176,9 +204,15 @@ def test_a_move_that_fails_to_compile_runs_eagerly(monkeypatch):
     inputs, targets = batch()
     expected = loss_and_grads(model, inputs, targets)
     assert model.compile_steps()
-    with pytest.warns(RuntimeWarning, match="could not compile the so3 heads' move .inductor: no working C"):
+    with pytest.warns(RuntimeWarning) as record:
         result = loss_and_grads(model, inputs, targets)
-    assert model._compiled_move.compiled is None  # and it does not try again
+    messages = sorted(str(warning.message) for warning in record)
+    assert messages == [
+        "liemem: could not compile the Jacobian of the so3 heads' move (inductor: no working C++ compiler); "
+        "running it eagerly",
+        "liemem: could not compile the so3 heads' move (inductor: no working C++ compiler); running it eagerly",
+    ]
+    assert model._compiled_move.compiled is None and model._compiled_jacobian.compiled is None  # no retries
     torch.testing.assert_close(result[0], expected[0], rtol=0, atol=0)
 
 

@@ -118,7 +118,7 @@ class LieAccessMachine(SequenceModel):
         self.fused_loop = True
         # ... and runs on compiled kernels on the CPU when they build (see liemem.native).
         self.compiled_loop = True
-        self._compiled_move = None  # set by `compile_steps`
+        self._compiled_move = self._compiled_jacobian = None  # set by `compile_steps`
         self.reset_parameters(config.init)
 
     @property
@@ -163,22 +163,31 @@ class LieAccessMachine(SequenceModel):
         """Compile the heads' movement with `torch.compile` for training forward passes, if its group makes
         enough tensor calls per move for that to pay (see `liemem.compiling`); return whether it did. Off when
         `liemem.native.enabled()` is false or `compiled_loop` is; falls back to eager if compiling fails."""
-        self._compiled_move = None
+        self._compiled_move = self._compiled_jacobian = None
         if not (native.enabled() and self.compiled_loop and self.fused_loop_applies):
             return False
         positions = self.initial_positions.detach()
         sample = (positions.new_zeros(2, 2, self.heads.raw_size), self.heads.initial_state(positions, 2))
         if compiling.worth_compiling(self.heads.move, *sample):
-            self._compiled_move = compiling.CompiledOrEager(self.heads.move, f"the {self.config.group} heads' move")
+            what = f"the {self.config.group} heads' move"
+            self._compiled_move = compiling.CompiledOrEager(self.heads.move, what)
+            self._compiled_jacobian = compiling.CompiledOrEager(
+                compiling.move_jacobian(self.heads), f"the Jacobian of {what}", dynamic=True
+            )
         return self._compiled_move is not None
 
     def __getstate__(self):
         # A compiled function neither copies nor pickles; a copy compiles its own with `compile_steps`.
-        return {**self.__dict__, "_compiled_move": None}
+        return {**self.__dict__, "_compiled_move": None, "_compiled_jacobian": None}
 
     def move_for(self, training: bool):
         """The heads' `move` the fused loops call: compiled for training passes after `compile_steps`."""
         return self._compiled_move if training and self._compiled_move is not None else self.heads.move
+
+    def jacobian_for(self, training: bool):
+        """A compiled function giving the Jacobians of many moves at once (`compiling.move_jacobian`), for training
+        passes after `compile_steps`; None where the fused loop takes them by autograd."""
+        return self._compiled_jacobian if training else None
 
     @property
     def fused_loop_applies(self) -> bool:

@@ -2,9 +2,9 @@
 
 `LieAccessLoop` runs this when `compiled_loop` is on, the tensors are float32 or float64 on the CPU and the
 kernels of `liemem.native` are built. A forward step is a call for the controller, the group's `move` (in
-Python, as a user wrote it), and a call for the read and the write; the whole backward pass is one call, given
-the heads' Jacobians from `_HeadsReplay`. Tests check that it agrees with the tensor-operation loop and with
-the plain autograd one.
+Python, as a user wrote it), and a call for the read and the write, on a `ForwardLoop` that holds the
+sequence's buffers; the whole backward pass is one call, given the heads' Jacobians from `_HeadsReplay`.
+Tests check that it agrees with the tensor-operation loop and with the plain autograd one.
 """
 
 from __future__ import annotations
@@ -68,43 +68,23 @@ def forward(
         new(steps, batch),  # 1 / temperature (softmax)
     )
     columns = _columns(model)
-    temperature, value_column, strength_column = columns
-    # Per-step views, made once: indexing inside the loop costs more than the work it indexes.
-    recurrent_rows, projected_rows, output_rows = recurrent.unbind(0), projected.unbind(0), outputs.unbind(0)
-    hidden_rows, read_rows = recurrent[..., width:].unbind(0), recurrent[..., :width].unbind(0)
-    cell_rows = cells.unbind(0)
-    sigmoid_rows, candidate_rows, squashed_rows = (x.unbind(0) for x in lstm_saved)
-    read_rows_saved = [x.unbind(0) for x in read_saved]
-    both_raws = outputs[..., : 2 * raw_size].unflatten(-1, (2, raw_size)).unbind(0)
-    read_raws = outputs[..., :raw_size].unsqueeze(2).unbind(0)
-    no_temperature = new(0)
-    temperature_rows = outputs[..., temperature : temperature + 1].unbind(0) if temperature >= 0 else None
-    value_rows = outputs[..., value_column : value_column + width].unbind(0)
-    strength_rows = outputs[..., strength_column : strength_column + 1].unbind(0)
-    gates = new(batch, 4 * size)
-    recurrent_weight_t, step_weight_t = recurrent_weight.t(), step_weight.t()
-    eps = weighting.inverse_square_eps(projected.dtype)
-    controller_step, read_write_step = kernels.controller_step, kernels.read_write_step
-    move = model.move_for(differentiable)
+    # Transposed once, so that every step's products read their weights row by row.
+    recurrent_weight_t, step_weight_t = recurrent_weight.t().contiguous(), step_weight.t().contiguous()
+    loop = kernels.ForwardLoop(
+        input_length, projected.contiguous(), recurrent, recurrent_weight_t, step_weight_t, step_bias, outputs,
+        cells, *lstm_saved, keys, values, strengths, *read_saved, raw_size, *columns,
+        weighting.inverse_square_eps(projected.dtype), weighting.WEIGHT_FLOOR, weighting.TEMPERATURE_FLOOR,
+    )  # fmt: skip
+    control, read_write, move = loop.control, loop.read_write, model.move_for(differentiable)
     heads = HeadState(positions, group.identity(batch, 2, dtype=positions.dtype, device=positions.device))
     states_before = []
     with torch.inference_mode():
         for t in range(steps):
-            writing = t < input_length
-            controller_step(
-                projected_rows[t], recurrent_rows[t], recurrent_weight_t, cell_rows[t], gates, sigmoid_rows[t],
-                candidate_rows[t], cell_rows[t + 1], squashed_rows[t], hidden_rows[t + 1], step_bias, step_weight_t,
-                output_rows[t],
-            )  # fmt: skip
+            raw = control(t)
             if differentiable:
                 states_before.append(heads)
-            heads = move(both_raws[t] if writing else read_raws[t], heads)
-            read_write_step(
-                keys, values, strengths, t + 1 if writing else slots, heads.position,
-                no_temperature if temperature_rows is None else temperature_rows[t], read_rows[t + 1],
-                *(rows[t] for rows in read_rows_saved), t + 1 if writing else -1, value_rows[t], strength_rows[t],
-                eps, weighting.WEIGHT_FLOOR, weighting.TEMPERATURE_FLOOR,
-            )  # fmt: skip
+            heads = move(raw, heads)
+            read_write(t, heads.position)
             if t + 1 == input_length:  # the answer phase moves the read head only
                 heads = HeadState(heads.position[:, :1], heads.action[:, :1])
     ctx.kernels, ctx.columns = kernels, columns

@@ -65,7 +65,8 @@ class LieAccessLoop(torch.autograd.Function):
             raw_size = model.heads.raw_size
             raws = outputs[..., : 2 * raw_size].unflatten(-1, (2, raw_size))
             with torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
-                ctx.replay = _HeadsReplay(model.heads, input_length, raws, states_before)
+                jacobian = model.jacobian_for(differentiable) if not group_parameters else None
+                ctx.replay = _HeadsReplay(model.heads, input_length, raws, states_before, jacobian)
         ctx.save_for_backward(recurrent, outputs, recurrent_weight, step_weight, *group_parameters)
         return answer_hidden, answer_reads
 
@@ -252,7 +253,7 @@ class _HeadsReplay:
     movement depend on it.
     """
 
-    def __init__(self, heads, input_length: int, raws, states_before: list[HeadState]):
+    def __init__(self, heads, input_length: int, raws, states_before: list[HeadState], jacobian=None):
         steps, batch = raws.shape[:2]
         self.steps, self.input_length, self.batch = steps, input_length, batch
         key_dim = states_before[0].position.shape[-1]
@@ -271,6 +272,14 @@ class _HeadsReplay:
                 torch.stack([s.action for s in encoder]).flatten(3), torch.stack([s.action for s in answer]).flatten(3)
             ),
         ]
+        self.input_sizes = [x.shape[-1] for x in (leaves if self.with_action else leaves[:2])]
+        self.encoder = self.answer = self.output_grads = None
+        if jacobian is not None:  # a function giving the Jacobians directly (see `liemem.compiling`)
+            self.jacobian = lambda: jacobian(
+                leaves[0][:, 0], leaves[1][:, 0], leaves[2][:, 0].unflatten(-1, element_shape)
+            )
+            return
+        self.jacobian = self._jacobian_by_autograd
         leaves = [x.requires_grad_() for x in leaves]
         with torch.enable_grad():
             state = HeadState(leaves[1], leaves[2].unflatten(-1, element_shape))
@@ -278,30 +287,31 @@ class _HeadsReplay:
             outputs = [moved.position.flatten(2)] + ([moved.action.flatten(2)] if self.with_action else [])
             self.outputs = torch.cat(outputs, dim=-1)
         self.leaves = leaves if self.with_action else leaves[:2]
-        self.input_sizes = [x.shape[-1] for x in self.leaves]
-        self.encoder = self.answer = self.output_grads = None
 
     def prepare(self, track_outputs: bool) -> None:
         """Take the Jacobians (once), and start collecting output gradients if `track_outputs`."""
         if self.encoder is None:
-            # One backward pass, batched over the output coordinates (vmapped), gives every Jacobian row.
-            size, outputs = self.output_size, self.outputs
-            one_hots = torch.eye(size, dtype=outputs.dtype, device=outputs.device).view(size, 1, 1, size)
-            grads = torch.autograd.grad(
-                outputs,
-                self.leaves,
-                one_hots.expand(size, *outputs.shape),
-                retain_graph=True,
-                allow_unused=True,
-                is_grads_batched=True,
-            )
-            rows = [_or_zeros(g, x.expand(size, *x.shape)) for g, x in zip(grads, self.leaves, strict=True)]
-            jacobian = torch.cat(rows, dim=-1).squeeze(2).transpose(0, 1).contiguous()  # [N, outputs, inputs]
+            jacobian = self.jacobian()  # [N, outputs, inputs]
             encoder_rows = self.input_length * self.batch * 2
             self.encoder = jacobian[:encoder_rows].unflatten(0, (self.input_length, self.batch, 2))
             self.answer = jacobian[encoder_rows:].unflatten(0, (self.steps - self.input_length, self.batch, 1))
         # Each step's output gradients, kept only when the group has parameters to differentiate.
         self.output_grads = torch.zeros_like(self.outputs.detach()) if track_outputs else None
+
+    def _jacobian_by_autograd(self) -> torch.Tensor:
+        # One backward pass, batched over the output coordinates (vmapped), gives every Jacobian row.
+        size, outputs = self.output_size, self.outputs
+        one_hots = torch.eye(size, dtype=outputs.dtype, device=outputs.device).view(size, 1, 1, size)
+        grads = torch.autograd.grad(
+            outputs,
+            self.leaves,
+            one_hots.expand(size, *outputs.shape),
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=True,
+        )
+        rows = [_or_zeros(g, x.expand(size, *x.shape)) for g, x in zip(grads, self.leaves, strict=True)]
+        return torch.cat(rows, dim=-1).squeeze(2).transpose(0, 1).contiguous()
 
     def backward_step(self, t: int, grad_outputs: torch.Tensor):
         """Gradients for step t's raw outputs `[B, heads, raw]` and the state before it `[B, heads, outputs]`."""

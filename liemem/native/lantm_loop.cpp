@@ -166,6 +166,79 @@ void read_write_step(at::Tensor keys, at::Tensor values, at::Tensor strengths, i
   });
 }
 
+// The forward loop's state for one sequence: every buffer, allocated by the caller, and what the two calls per
+// step need, so that a step costs Python two calls with one argument each. Row t of each [T, ...] buffer belongs
+// to step t; `recurrent` row t is step t's recurrent input [r_{t-1}; h_{t-1}], `cells` row t the cell before it.
+class ForwardLoop {
+ public:
+  ForwardLoop(int64_t input_length, at::Tensor projected, at::Tensor recurrent, at::Tensor recurrent_weight_t,
+              at::Tensor step_weight_t, at::Tensor step_bias, at::Tensor outputs, at::Tensor cells,
+              at::Tensor sigmoids, at::Tensor candidates, at::Tensor squashed, at::Tensor keys, at::Tensor values,
+              at::Tensor strengths, at::Tensor queries, at::Tensor dist2, at::Tensor factors, at::Tensor weights,
+              at::Tensor totals, at::Tensor nearest, at::Tensor scales, int64_t raw_size, int64_t temperature_column,
+              int64_t value_column, int64_t strength_column, double eps, double weight_floor,
+              double temperature_floor)
+      : input_length_(input_length), projected_(projected), recurrent_(recurrent),
+        recurrent_weight_t_(recurrent_weight_t), step_weight_t_(step_weight_t), step_bias_(step_bias),
+        outputs_(outputs), cells_(cells), sigmoids_(sigmoids), candidates_(candidates), squashed_(squashed),
+        keys_(keys), values_(values), strengths_(strengths), queries_(queries), dist2_(dist2), factors_(factors),
+        weights_(weights), totals_(totals), nearest_(nearest), scales_(scales), raw_size_(raw_size),
+        temperature_column_(temperature_column), value_column_(value_column), strength_column_(strength_column),
+        eps_(eps), weight_floor_(weight_floor), temperature_floor_(temperature_floor),
+        gates_(at::empty({projected.size(1), projected.size(2)}, projected.options())),
+        no_temperature_(at::empty({0}, projected.options())) {
+    const int64_t steps = projected.size(0);
+    TORCH_CHECK(recurrent.size(0) == steps + 1 && outputs.size(0) == steps && cells.size(0) == steps + 1,
+                "lantm_loop: ForwardLoop buffers need one row per step");
+    TORCH_CHECK(input_length >= 1 && input_length < steps, "lantm_loop: input_length must be in [1, steps)");
+  }
+
+  // Step t's controller: h_t and its projection. Returns the heads' raw outputs [B, heads, raw] (both heads
+  // while writing, the read head after).
+  at::Tensor control(int64_t t) {
+    check_step(t);
+    const int64_t width = values_.size(2), size = cells_.size(2), batch = projected_.size(1);
+    auto recurrent_row = recurrent_[t];
+    auto output = outputs_[t];
+    controller_step(projected_[t], recurrent_row, recurrent_weight_t_, cells_[t], gates_, sigmoids_[t],
+                    candidates_[t], cells_[t + 1], squashed_[t], recurrent_[t + 1].narrow(1, width, size),
+                    step_bias_, step_weight_t_, output);
+    const int64_t heads = t < input_length_ ? 2 : 1;
+    return output.narrow(1, 0, heads * raw_size_).view({batch, heads, raw_size_});
+  }
+
+  // Step t's read, at the read head's new position, and while writing, the write at the write head's.
+  void read_write(int64_t t, const at::Tensor& positions) {
+    check_step(t);
+    TORCH_CHECK(positions.dim() == 3 && positions.size(0) == values_.size(0) && positions.size(2) == keys_.size(1) &&
+                    positions.size(1) >= (t < input_length_ ? 2 : 1),
+                "lantm_loop: read_write needs head positions [batch, heads, key_dim]");
+    TORCH_CHECK(positions.scalar_type() == values_.scalar_type() && positions.device() == values_.device(),
+                "lantm_loop: head positions must have the memory's dtype and device");
+    const bool writing = t < input_length_;
+    const int64_t width = values_.size(2);
+    auto output = outputs_[t];
+    read_write_step(keys_, values_, strengths_, writing ? t + 1 : input_length_ + 1, positions,
+                    temperature_column_ >= 0 ? output.narrow(1, temperature_column_, 1) : no_temperature_,
+                    recurrent_[t + 1].narrow(1, 0, width), queries_[t], dist2_[t], factors_[t], weights_[t],
+                    totals_[t], nearest_[t], scales_[t], writing ? t + 1 : -1, output.narrow(1, value_column_, width),
+                    output.narrow(1, strength_column_, 1), eps_, weight_floor_, temperature_floor_);
+  }
+
+ private:
+  void check_step(int64_t t) const {
+    TORCH_CHECK(t >= 0 && t < projected_.size(0), "lantm_loop: step ", t, " out of range");
+  }
+
+  int64_t input_length_;
+  at::Tensor projected_, recurrent_, recurrent_weight_t_, step_weight_t_, step_bias_, outputs_, cells_, sigmoids_;
+  at::Tensor candidates_, squashed_, keys_, values_, strengths_, queries_, dist2_, factors_, weights_, totals_;
+  at::Tensor nearest_, scales_;
+  int64_t raw_size_, temperature_column_, value_column_, strength_column_;
+  double eps_, weight_floor_, temperature_floor_;
+  at::Tensor gates_, no_temperature_;
+};
+
 // The whole backward pass through time, in reverse, for what `controller_step` and `read_write_step` computed;
 // the heads' movements are differentiated through their Jacobians, taken beforehand by the caller:
 // `encoder_jacobians` [L, B, 2, out, in] for the input steps' two heads, `answer_jacobians` [A, B, 1, out, in]
@@ -394,5 +467,12 @@ std::vector<at::Tensor> backward_loop(
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("controller_step", &controller_step);
   module.def("read_write_step", &read_write_step);
+  pybind11::class_<ForwardLoop>(module, "ForwardLoop")
+      .def(pybind11::init<int64_t, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                          at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                          at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t,
+                          int64_t, int64_t, int64_t, double, double, double>())
+      .def("control", &ForwardLoop::control)
+      .def("read_write", &ForwardLoop::read_write);
   module.def("backward_loop", &backward_loop);
 }
