@@ -46,15 +46,39 @@ def worth_compiling(function, *args) -> bool:
     return operation_count(function, *args) >= MIN_OPERATIONS
 
 
+# Row counts padded up to a power of two, from this many: a few compiled graphs serve every sequence length.
+MIN_BUCKET = 256
+
+
+def bucket_rows(rows: int) -> int:
+    """The row count a batch of `rows` rows is padded to: the next power of two, at least `MIN_BUCKET`."""
+    return max(MIN_BUCKET, 1 << max(rows - 1, 0).bit_length())
+
+
 class CompiledOrEager:
     """`function` compiled by `torch.compile` (static shapes: one graph per shape it meets), or, once compiling
-    has failed, `function` itself."""
+    has failed, `function` itself.
 
-    def __init__(self, function, what: str, dynamic: bool = False):
-        self.function, self.what = function, what
+    With `pad_rows`, `function` must treat the first axis of its arguments as independent rows; each call then
+    pads its arguments' rows (repeating the first) to `bucket_rows` and cuts the result back. Some operations
+    (`torch.linalg.cross` under `vmap`) fix the row count in a graph even when compiled with dynamic shapes, and
+    without padding every sequence length would compile a graph of its own, for seconds each, until torch's
+    recompilation limit left the function eager.
+    """
+
+    def __init__(self, function, what: str, dynamic: bool = False, pad_rows: bool = False):
+        self.function, self.what, self.pad_rows = function, what, pad_rows
         self.compiled = torch.compile(function, dynamic=dynamic)
 
     def __call__(self, *args):
+        if self.compiled is not None and self.pad_rows:
+            rows = args[0].shape[0]
+            padding = bucket_rows(rows) - rows
+            padded = [torch.cat((x, x[:1].expand(padding, *x.shape[1:]))) if padding else x for x in args]
+            return self._call(*padded)[:rows]
+        return self._call(*args)
+
+    def _call(self, *args):
         if self.compiled is not None:
             try:
                 with warnings.catch_warnings():  # the compiler's own deprecation notices, while it compiles
@@ -63,7 +87,7 @@ class CompiledOrEager:
             except Exception as error:  # a missing compiler, an unsupported Python: eager computes the same
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 message = f"liemem: could not compile {self.what} ({reason}); running it eagerly"
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
                 self.compiled = None
         return self.function(*args)
 

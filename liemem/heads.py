@@ -29,6 +29,20 @@ class HeadState(NamedTuple):
     position: torch.Tensor
     action: torch.Tensor
 
+    @staticmethod
+    def start(positions: torch.Tensor, group: LieGroup) -> HeadState:
+        """Heads at `positions` `[batch, heads, key_dim]` with identity actions, as fresh contiguous tensors.
+
+        Made under the caller's grad mode (inference mode in the fused loops), every state a loop passes to `move`
+        then has the same layout and kind, so that a compiled `move` meets one graph per head count."""
+        batch, heads = positions.shape[:2]
+        action = group.identity(batch, heads, dtype=positions.dtype, device=positions.device)
+        return HeadState(positions.clone(memory_format=torch.contiguous_format), action)
+
+    def read_head(self) -> HeadState:
+        """The read head's state alone (head 0), contiguous like the states `move` returns."""
+        return HeadState(self.position[:, :1].contiguous(), self.action[:, :1].contiguous())
+
 
 class LieHeads(nn.Module):
     """The movement rule shared by a model's heads; the heads are an axis of the tensors it takes.

@@ -115,18 +115,62 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch):
     torch.testing.assert_close(result[0], expected[0], rtol=0, atol=0)
 
 
-def test_kernels_refuse_buffers_they_cannot_index():
+def _forward_loop_arguments(monkeypatch, kernels, name="lantm"):
+    """The arguments one real forward pass gives `ForwardLoop`, and a model to pass them again."""
+    captured = []
+
+    class Capture:
+        def __getattr__(self, attribute):
+            return getattr(kernels, attribute)
+
+        def ForwardLoop(self, *arguments):
+            captured.append(arguments)
+            return kernels.ForwardLoop(*arguments)
+
+    monkeypatch.setattr(lantm_compiled, "kernels_for", lambda model, projected: Capture())
+    liemem.build_model(name, VOCAB)(*batch()[:1], 5)
+    monkeypatch.undo()
+    return list(captured[0])
+
+
+@pytest.mark.parametrize(
+    "index, replace, message",
+    [
+        (11, lambda keys: keys.transpose(1, 2).contiguous().transpose(1, 2), "keys must be contiguous"),
+        (12, lambda values: values.double(), "values must be Float, not Double"),
+        (11, lambda keys: keys[..., :-1].contiguous(), "the memory needs input_length \\+ 1 slots"),
+        (12, lambda values: values[:, :-1].contiguous(), "values must have size 7 along dimension 1, not 6"),
+        (15, lambda dist2: dist2[:, :, :-1].contiguous(), "dist2 must have size 7 along dimension 2, not 6"),
+        (6, lambda outputs: outputs[:-1], "outputs must have size 11 along dimension 0, not 10"),
+        (19, lambda nearest: nearest.int(), "nearest must be contiguous int64"),
+        (0, lambda length: 11, "input_length must be in \\[1, steps\\)"),
+    ],
+)
+def test_the_forward_loop_refuses_buffers_it_cannot_index(monkeypatch, index, replace, message):
     kernels = require_compiled_kernels()
-    batch_size, slots, width = 2, 3, 4
-    keys = torch.zeros(batch_size, slots, 2).transpose(1, 2)  # [B, d, S] but not contiguous
-    values, strengths = torch.zeros(batch_size, slots, width), torch.ones(batch_size, 1, slots)
-    saved = [torch.zeros(batch_size, 2)] + [torch.zeros(batch_size, slots) for _ in range(3)]
-    with pytest.raises(RuntimeError, match="read_write_step needs contiguous buffers"):
-        kernels.read_write_step(
-            keys, values, strengths, 1, torch.zeros(batch_size, 2, 2), torch.zeros(0), torch.zeros(batch_size, width),
-            *saved, torch.zeros(batch_size), torch.zeros(batch_size, dtype=torch.long), torch.zeros(batch_size),
-            -1, torch.zeros(batch_size, width), torch.zeros(batch_size, 1), 1e-10, 1e-9, 1e-6,
-        )  # fmt: skip
+    arguments = _forward_loop_arguments(monkeypatch, kernels)
+    kernels.ForwardLoop(*arguments)  # as captured, accepted
+    arguments[index] = replace(arguments[index])
+    with pytest.raises(RuntimeError, match=message):
+        kernels.ForwardLoop(*arguments)
+
+
+def test_the_forward_loop_refuses_bad_steps_and_head_positions(monkeypatch):
+    kernels = require_compiled_kernels()
+    arguments = _forward_loop_arguments(monkeypatch, kernels)
+    loop = kernels.ForwardLoop(*arguments)
+    input_length, batch_size = arguments[0], arguments[1].shape[1]
+    steps = arguments[1].shape[0]
+    assert loop.control(0).shape == (batch_size, 2, arguments[21])  # both heads while writing
+    assert loop.control(input_length).shape == (batch_size, 1, arguments[21])  # the read head after
+    for step in (-1, steps):
+        with pytest.raises(RuntimeError, match=f"step {step} out of range"):
+            loop.control(step)
+    with pytest.raises(RuntimeError, match="read_write needs head positions"):
+        loop.read_write(0, torch.zeros(batch_size, 1, 2))  # a writing step needs the write head too
+    with pytest.raises(RuntimeError, match="head positions must have the memory's dtype"):
+        loop.read_write(0, torch.zeros(batch_size, 2, 2, dtype=torch.float64))
+    loop.read_write(input_length, torch.zeros(batch_size, 1, 2))  # an answer step reads only
 
 
 def test_operation_count_matches_a_hand_count():
@@ -227,3 +271,42 @@ def test_training_runs_of_enough_steps_compile(monkeypatch, tmp_path, steps, com
     config = TrainConfig(task="copy", model="lantm", steps=steps, train_lengths=(2, 3), test_lengths=(4, 5))
     train(config, tmp_path, progress=False)
     assert calls == ([1] if compiles else [])
+
+
+def test_bucket_rows_rounds_up_to_a_power_of_two():
+    assert [compiling.bucket_rows(n) for n in (1, 256, 257, 1000, 1024, 6208)] == [256, 256, 512, 1024, 1024, 8192]
+
+
+def test_padded_rows_meet_few_shapes_and_give_each_row_its_own_result(monkeypatch):
+    shapes = []
+
+    def recording_compile(function, **kwargs):
+        return lambda *args: shapes.append(tuple(x.shape for x in args)) or function(*args)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    function = compiling.CompiledOrEager(lambda x, y: x * y.sum(-1, keepdim=True), "a product", pad_rows=True)
+    for rows in (3, 300, 400):
+        x, y = torch.arange(rows * 2.0).view(rows, 2), torch.ones(rows, 3)
+        torch.testing.assert_close(function(x, y), 3 * x, rtol=0, atol=0)
+    assert shapes == [((256, 2), (256, 3)), ((512, 2), (512, 3)), ((512, 2), (512, 3))]
+
+
+def test_a_compiled_move_meets_one_graph_per_head_count(monkeypatch):
+    """The fused loops hand `move` states of one layout: the first step's and the answer phase's states look like
+    those `move` returns, so a statically compiled move is compiled twice (two heads, then one), not four times."""
+    model = liemem.build_model("slantm", VOCAB)
+    layouts = set()
+    original = model.heads.move
+
+    def recording_move(raw, state):
+        tensors = (raw, state.position, state.action)
+        if torch.is_inference_mode_enabled():  # the loop's own steps, not the replay of all of them
+            layouts.add(tuple((x.shape, x.stride(), torch.is_inference(x)) for x in tensors))
+        return original(raw, state)
+
+    monkeypatch.setattr(model.heads, "move", recording_move)
+    for compiled in (True, False):
+        layouts.clear()
+        model.compiled_loop = compiled
+        model(*batch()[:1], 5).sum().backward()
+        assert len(layouts) == 2, layouts

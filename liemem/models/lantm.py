@@ -172,7 +172,7 @@ class LieAccessMachine(SequenceModel):
             what = f"the {self.config.group} heads' move"
             self._compiled_move = compiling.CompiledOrEager(self.heads.move, what)
             self._compiled_jacobian = compiling.CompiledOrEager(
-                compiling.move_jacobian(self.heads), f"the Jacobian of {what}", dynamic=True
+                compiling.move_jacobian(self.heads), f"the Jacobian of {what}", pad_rows=True
             )
         return self._compiled_move is not None
 

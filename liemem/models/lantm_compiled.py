@@ -68,17 +68,16 @@ def forward(
         new(steps, batch),  # 1 / temperature (softmax)
     )
     columns = _columns(model)
-    # Transposed once, so that every step's products read their weights row by row.
-    recurrent_weight_t, step_weight_t = recurrent_weight.t().contiguous(), step_weight.t().contiguous()
     loop = kernels.ForwardLoop(
-        input_length, projected.contiguous(), recurrent, recurrent_weight_t, step_weight_t, step_bias, outputs,
+        input_length, projected.contiguous(), recurrent, recurrent_weight.contiguous(), step_weight.contiguous(),
+        step_bias.contiguous(), outputs,
         cells, *lstm_saved, keys, values, strengths, *read_saved, raw_size, *columns,
         weighting.inverse_square_eps(projected.dtype), weighting.WEIGHT_FLOOR, weighting.TEMPERATURE_FLOOR,
     )  # fmt: skip
     control, read_write, move = loop.control, loop.read_write, model.move_for(differentiable)
-    heads = HeadState(positions, group.identity(batch, 2, dtype=positions.dtype, device=positions.device))
     states_before = []
     with torch.inference_mode():
+        heads = HeadState.start(positions, group)
         for t in range(steps):
             raw = control(t)
             if differentiable:
@@ -86,7 +85,7 @@ def forward(
             heads = move(raw, heads)
             read_write(t, heads.position)
             if t + 1 == input_length:  # the answer phase moves the read head only
-                heads = HeadState(heads.position[:, :1], heads.action[:, :1])
+                heads = heads.read_head()
     ctx.kernels, ctx.columns = kernels, columns
     ctx.compiled_saved = (cells, *lstm_saved, keys, values, strengths, *read_saved)
     answers = recurrent[input_length + 1 :]

@@ -109,10 +109,10 @@ def _forward_tensor_ops(
     key_slots, value_slots, strength_slots = keys.unbind(-1), values.unbind(1), strengths.unbind(-1)
     recurrent_weight_t, step_weight_t = recurrent_weight.t(), step_weight.t()
     lstm_forward, read_forward, move = fused.lstm_forward, fused.chordal_read_forward, model.move_for(differentiable)
-    heads = HeadState(positions, group.identity(batch, 2, dtype=positions.dtype, device=positions.device))
     per_step, states_before = [], []
     contents = None
     with torch.inference_mode():
+        heads = HeadState.start(positions, group)
         for t in range(steps):
             writing = t < input_length
             gates = torch.addmm(projected_rows[t], recurrent_rows[t], recurrent_weight_t)
@@ -137,7 +137,7 @@ def _forward_tensor_ops(
                     torch.sigmoid(strength_raw, out=strength_slots[t + 1]),
                 )
                 if t + 1 == input_length:  # the answer phase moves the read head only
-                    heads = HeadState(heads.position[:, :1], heads.action[:, :1])
+                    heads = heads.read_head()
                     contents = None
             if differentiable:
                 per_step.append((lstm_saved, temperature_raw, read_saved, written))

@@ -15,11 +15,23 @@ import functools
 import hashlib
 import os
 import pathlib
+import platform
 import sys
 import warnings
 
 SWITCH = "LIEMEM_COMPILE"
 _SOURCE = pathlib.Path(__file__).with_name("lantm_loop.cpp")
+# Fast floating point without changing results beyond reassociation: no errno, no traps, no signed zeros.
+# -fopenmp-simd honours the kernels' `omp simd` vectorisation hints without linking OpenMP.
+_FLAGS = (
+    "-O3",
+    "-march=native",
+    "-fopenmp-simd",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fno-signed-zeros",
+    "-fassociative-math",
+)
 
 
 def enabled() -> bool:
@@ -32,14 +44,25 @@ def lantm_loop():
     return _build() if enabled() else None
 
 
+def _processor() -> str:
+    """The processor's model and instruction-set flags (Linux), or what the platform module knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            first = info.read().split("\n\n", 1)[0]
+        return "\n".join(line for line in first.splitlines() if line.startswith(("model name", "flags")))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
 @functools.cache
 def _build():
     import torch
     from torch.utils import cpp_extension
 
-    source = _SOURCE.read_bytes()
-    # A build is specific to the source, torch and Python it was made for: each gets its own directory.
-    key = hashlib.sha256(source + torch.__version__.encode() + sys.version.encode()).hexdigest()[:16]
+    # A build is specific to the source, flags, torch, Python and processor it was made for (-march=native):
+    # each gets its own directory, so a cache shared between machines never loads another's build.
+    identity = [_SOURCE.read_bytes(), repr(_FLAGS).encode(), torch.__version__.encode(), sys.version.encode()]
+    key = hashlib.sha256(b"\0".join([*identity, _processor().encode()])).hexdigest()[:16]
     name = f"liemem_lantm_loop_{key}"
     directory = pathlib.Path(cpp_extension.get_default_build_root()) / name
     try:
@@ -50,14 +73,7 @@ def _build():
             name=name,
             sources=[str(_SOURCE)],
             build_directory=str(directory),
-            extra_cflags=[
-                "-O3",
-                "-march=native",
-                "-fno-math-errno",
-                "-fno-trapping-math",
-                "-fno-signed-zeros",
-                "-fassociative-math",
-            ],
+            extra_cflags=list(_FLAGS),
             verbose=False,
         )
     except Exception as error:  # no compiler, no ninja, a read-only cache: the tensor-operation loop still works

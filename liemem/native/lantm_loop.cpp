@@ -12,113 +12,284 @@
 
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 namespace {
 
-template <typename scalar_t>
-inline scalar_t sigmoid(scalar_t x) {
-  return scalar_t(1) / (scalar_t(1) + std::exp(-x));
+// The BLAS that torch links (MKL or OpenBLAS export these Fortran symbols); weak, so that a torch without them
+// still loads this module, which then falls back to ATen's matrix product.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
+            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+            const int* ldc) __attribute__((weak));
+}
+
+// Row-major C[m, n] (row stride ldc) = A[m, k] (row stride lda) times B, plus C if `accumulate`. B is [k, n]
+// (row stride ldb), or, if `b_transposed`, [n, k], used as its transpose. Called on raw rows of the loop's
+// buffers, so that a step's products cost no tensor views and no dispatch.
+template <typename T>
+void matmul(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, bool b_transposed,
+            T* c, int64_t ldc, bool accumulate) {
+  const T one = 1, beta = accumulate ? T(1) : T(0);
+  // Column-major BLAS sees each row-major matrix as its transpose: C^T = op(B)^T A^T.
+  const int mm = static_cast<int>(n), nn = static_cast<int>(m), kk = static_cast<int>(k);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  const char transa = b_transposed ? 'T' : 'N', transb = 'N';
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm_ != nullptr) return sgemm_(&transa, &transb, &mm, &nn, &kk, &one, b, &la, a, &lb, &beta, c, &lc);
+  } else {
+    if (dgemm_ != nullptr) return dgemm_(&transa, &transb, &mm, &nn, &kk, &one, b, &la, a, &lb, &beta, c, &lc);
+  }
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto a_ = at::from_blob(const_cast<T*>(a), {m, k}, {lda, 1}, options);
+  auto b_ = b_transposed ? at::from_blob(const_cast<T*>(b), {k, n}, {1, ldb}, options)
+                         : at::from_blob(const_cast<T*>(b), {k, n}, {ldb, 1}, options);
+  auto c_ = at::from_blob(c, {m, n}, {ldc, 1}, options);
+  if (accumulate) {
+    c_.addmm_(a_, b_);
+  } else {
+    at::mm_out(c_, a_, b_);
+  }
+}
+
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
 }
 
 // torch.nn.functional.softplus with its defaults (beta 1, threshold 20).
-template <typename scalar_t>
-inline scalar_t softplus(scalar_t x) {
-  return x > scalar_t(20) ? x : std::log1p(std::exp(x));
+template <typename T>
+inline T softplus(T x) {
+  return x > T(20) ? x : std::log1p(std::exp(x));
 }
 
-void check_rows(const at::Tensor& tensor, const char* name) {
+void check_buffer(const at::Tensor& tensor, const char* name, const at::Tensor& like, int64_t dims) {
+  TORCH_CHECK(tensor.dim() == dims, "lantm_loop: ", name, " must have ", dims, " dimensions, not ", tensor.dim());
+  TORCH_CHECK(tensor.is_contiguous(), "lantm_loop: ", name, " must be contiguous");
   TORCH_CHECK(tensor.device().is_cpu(), "lantm_loop: ", name, " must be on the CPU");
-  TORCH_CHECK(tensor.size(-1) <= 1 || tensor.stride(-1) == 1, "lantm_loop: ", name, " needs unit stride");
+  TORCH_CHECK(tensor.scalar_type() == like.scalar_type(), "lantm_loop: ", name, " must be ", like.scalar_type(),
+              ", not ", tensor.scalar_type());
 }
 
-// The controller's step: gates, the LSTM cell, and the projection of h_t that feeds the heads and the write.
-// Writes h_t into `hidden` and the projection into `output`; `sigmoids`, `candidate`, `new_cell` and
-// `squashed` (tanh of the new cell) are kept for the backward pass.
-void controller_step(const at::Tensor& projected, const at::Tensor& recurrent, const at::Tensor& recurrent_weight_t,
-                     const at::Tensor& cell, at::Tensor gates, at::Tensor sigmoids, at::Tensor candidate,
-                     at::Tensor new_cell, at::Tensor squashed, at::Tensor hidden, const at::Tensor& step_bias,
-                     const at::Tensor& step_weight_t, at::Tensor output) {
-  const int64_t size = cell.size(1);
-  at::addmm_out(gates, projected, recurrent, recurrent_weight_t);
-  at::sigmoid_out(sigmoids, gates.narrow(1, 0, 3 * size));
-  at::tanh_out(candidate, gates.narrow(1, 3 * size, size));
-  check_rows(cell, "cell");
-  check_rows(new_cell, "new_cell");
-  AT_DISPATCH_FLOATING_TYPES(cell.scalar_type(), "controller_step", [&] {
-    auto c = cell.accessor<scalar_t, 2>();
-    auto s = sigmoids.accessor<scalar_t, 2>();
-    auto g = candidate.accessor<scalar_t, 2>();
-    auto n = new_cell.accessor<scalar_t, 2>();
-    for (int64_t b = 0; b < cell.size(0); ++b) {
-      for (int64_t j = 0; j < size; ++j) n[b][j] = s[b][size + j] * c[b][j] + s[b][j] * g[b][j];
+void check_size(const at::Tensor& tensor, const char* name, int64_t dim, int64_t size) {
+  TORCH_CHECK(tensor.size(dim) == size, "lantm_loop: ", name, " must have size ", size, " along dimension ", dim,
+              ", not ", tensor.size(dim));
+}
+
+// The forward loop of one sequence: a time step is `control(t)`, the group's move (in Python), and
+// `read_write(t, positions)`. The caller allocates every buffer; the loop checks them once, here, and each step
+// then reaches its rows through raw pointers. Row t of each [T, ...] buffer belongs to step t: `recurrent` row t
+// is step t's recurrent input [r_{t-1}; h_{t-1}] (row 0 the initial state), `cells` row t the cell before it,
+// `outputs` row t the projection of h_t; `sigmoids`, `candidates` and `squashed` (tanh of the new cell) are the
+// LSTM's saved activations. The read at step t keeps, per sample, its query, every slot's squared distance and
+// kernel factor, the weights, their normaliser, the nearest slot and (softmax) 1 / temperature.
+class ForwardLoop {
+ public:
+  ForwardLoop(int64_t input_length, at::Tensor projected, at::Tensor recurrent, at::Tensor recurrent_weight,
+              at::Tensor step_weight, at::Tensor step_bias, at::Tensor outputs, at::Tensor cells, at::Tensor sigmoids,
+              at::Tensor candidates, at::Tensor squashed, at::Tensor keys, at::Tensor values, at::Tensor strengths,
+              at::Tensor queries, at::Tensor dist2, at::Tensor factors, at::Tensor weights, at::Tensor totals,
+              at::Tensor nearest, at::Tensor scales, int64_t raw_size, int64_t temperature_column,
+              int64_t value_column, int64_t strength_column, double eps, double weight_floor,
+              double temperature_floor)
+      : input_length_(input_length), raw_size_(raw_size), temperature_column_(temperature_column),
+        value_column_(value_column), strength_column_(strength_column), eps_(eps), weight_floor_(weight_floor),
+        temperature_floor_(temperature_floor) {
+    const at::Tensor& like = projected;
+    TORCH_CHECK(like.scalar_type() == at::kFloat || like.scalar_type() == at::kDouble,
+                "lantm_loop: the loop runs in float32 or float64, not ", like.scalar_type());
+    check_buffer(projected, "projected", like, 3);
+    steps_ = projected.size(0);
+    batch_ = projected.size(1);
+    size_ = projected.size(2) / 4;
+    TORCH_CHECK(projected.size(2) == 4 * size_ && size_ > 0, "lantm_loop: projected must be [steps, batch, 4H]");
+    TORCH_CHECK(input_length >= 1 && input_length < steps_, "lantm_loop: input_length must be in [1, steps)");
+    check_buffer(keys, "keys", like, 3);
+    check_buffer(values, "values", like, 3);
+    dim_ = keys.size(1);
+    capacity_ = keys.size(2);
+    width_ = values.size(2);
+    projection_ = step_weight.size(0);
+    TORCH_CHECK(capacity_ == input_length + 1, "lantm_loop: the memory needs input_length + 1 slots");
+    TORCH_CHECK(raw_size > 0 && 2 * raw_size <= projection_, "lantm_loop: raw_size does not fit the projection");
+    TORCH_CHECK(value_column >= 0 && value_column + width_ <= projection_ && strength_column >= 0 &&
+                    strength_column < projection_ && temperature_column < projection_,
+                "lantm_loop: projection columns out of range");
+    const int64_t recurrent_size = width_ + size_;
+    struct Expected {
+      at::Tensor* tensor;
+      const char* name;
+      std::vector<int64_t> shape;
+    };
+    const std::vector<Expected> expected = {
+        {&recurrent, "recurrent", {steps_ + 1, batch_, recurrent_size}},
+        {&recurrent_weight, "recurrent_weight", {4 * size_, recurrent_size}},
+        {&step_weight, "step_weight", {projection_, size_}},
+        {&step_bias, "step_bias", {projection_}},
+        {&outputs, "outputs", {steps_, batch_, projection_}},
+        {&cells, "cells", {steps_ + 1, batch_, size_}},
+        {&sigmoids, "sigmoids", {steps_, batch_, 3 * size_}},
+        {&candidates, "candidates", {steps_, batch_, size_}},
+        {&squashed, "squashed", {steps_, batch_, size_}},
+        {&keys, "keys", {batch_, dim_, capacity_}},
+        {&values, "values", {batch_, capacity_, width_}},
+        {&strengths, "strengths", {batch_, 1, capacity_}},
+        {&queries, "queries", {steps_, batch_, dim_}},
+        {&dist2, "dist2", {steps_, batch_, capacity_}},
+        {&factors, "factors", {steps_, batch_, capacity_}},
+        {&weights, "weights", {steps_, batch_, capacity_}},
+        {&totals, "totals", {steps_, batch_}},
+        {&scales, "scales", {steps_, batch_}},
+    };
+    for (const auto& item : expected) {
+      check_buffer(*item.tensor, item.name, like, static_cast<int64_t>(item.shape.size()));
+      for (size_t d = 0; d < item.shape.size(); ++d) check_size(*item.tensor, item.name, d, item.shape[d]);
     }
-  });
-  at::tanh_out(squashed, new_cell);
-  at::mul_out(hidden, sigmoids.narrow(1, 2 * size, size), squashed);
-  at::addmm_out(output, step_bias, hidden, step_weight_t);
-}
-
-// The read head's read at one step over the first `slots` slots, then, if `write_slot` >= 0, the write head's
-// write of (tanh(value_raw), sigmoid(strength_raw)) at its position into slot `write_slot`.
-// `positions` is [B, heads, d] (head 0 reads, head 1 writes); `temperature_raw` is [B, 1], or empty for the
-// inverse-square weighting. Kept for the backward pass, per sample: the query, every slot's squared distance
-// and kernel factor, the weights, their normaliser, the nearest slot and (softmax) 1 / temperature.
-void read_write_step(at::Tensor keys, at::Tensor values, at::Tensor strengths, int64_t slots,
-                     const at::Tensor& positions, const at::Tensor& temperature_raw, at::Tensor read,
-                     at::Tensor queries, at::Tensor dist2, at::Tensor factors, at::Tensor weights, at::Tensor totals,
-                     at::Tensor nearest, at::Tensor scales, int64_t write_slot, const at::Tensor& value_raw,
-                     const at::Tensor& strength_raw, double eps, double weight_floor, double temperature_floor) {
-  const bool softmax = temperature_raw.numel() > 0;
-  for (const at::Tensor* tensor : std::initializer_list<const at::Tensor*>{&keys, &values, &strengths, &queries, &dist2, &factors, &weights, &totals, &nearest,
-                             &scales}) {
-    TORCH_CHECK(tensor->is_contiguous(), "lantm_loop: read_write_step needs contiguous buffers");
+    TORCH_CHECK(nearest.scalar_type() == at::kLong && nearest.is_contiguous() && nearest.dim() == 2 &&
+                    nearest.size(0) == steps_ && nearest.size(1) == batch_,
+                "lantm_loop: nearest must be contiguous int64 [steps, batch]");
+    // Held so that the raw pointers below stay valid for the loop's life.
+    tensors_ = {projected, recurrent, recurrent_weight, step_weight, step_bias, outputs, cells, sigmoids,
+                candidates, squashed, keys, values, strengths, queries, dist2, factors, weights, totals, nearest,
+                scales};
+    gates_ = at::empty({batch_, 4 * size_}, like.options());
+    // Per-step views for the elementwise activations, which run on ATen's vectorised functions; made once.
+    for (int64_t t = 0; t < steps_; ++t) {
+      const int64_t heads = t < input_length ? 2 : 1;
+      raw_views_.push_back(outputs[t].narrow(1, 0, heads * raw_size).view({batch_, heads, raw_size}));
+      sigmoid_rows_.push_back(sigmoids[t]);
+      candidate_rows_.push_back(candidates[t]);
+      squashed_rows_.push_back(squashed[t]);
+      cell_rows_.push_back(cells[t + 1]);
+      if (t < input_length) {
+        value_raw_views_.push_back(outputs[t].narrow(1, value_column, width_));
+        value_slot_views_.push_back(values.select(1, t + 1));
+      }
+    }
+    gate_sigmoids_ = gates_.narrow(1, 0, 3 * size_);
+    gate_candidates_ = gates_.narrow(1, 3 * size_, size_);
   }
-  check_rows(read, "read");
-  check_rows(value_raw, "value_raw");
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "read_write_step", [&] {
-    const int64_t batch = values.size(0), dim = keys.size(1), width = values.size(2), capacity = values.size(1);
-    scalar_t* __restrict__ key_data = keys.data_ptr<scalar_t>();
-    scalar_t* __restrict__ value_data = values.data_ptr<scalar_t>();
-    scalar_t* __restrict__ strength_data = strengths.data_ptr<scalar_t>();
-    const scalar_t* position_data = positions.data_ptr<scalar_t>();
+
+  // Step t's controller: h_t and its projection. Returns the heads' raw outputs [B, heads, raw] (both heads
+  // while writing, the read head after).
+  at::Tensor control(int64_t t) {
+    check_step(t);
+    AT_DISPATCH_FLOATING_TYPES(gates_.scalar_type(), "control", [&] { control_step<scalar_t>(t); });
+    return raw_views_[t];
+  }
+
+  // Step t's read, at the read head's new position, and while writing, the write at the write head's.
+  // `positions` is [B, heads, d], head 0 reading and head 1 writing; any strides.
+  void read_write(int64_t t, const at::Tensor& positions) {
+    check_step(t);
+    const bool writing = t < input_length_;
+    TORCH_CHECK(positions.dim() == 3 && positions.size(0) == batch_ && positions.size(2) == dim_ &&
+                    positions.size(1) >= (writing ? 2 : 1),
+                "lantm_loop: read_write needs head positions [batch, heads, key_dim]");
+    TORCH_CHECK(positions.scalar_type() == gates_.scalar_type() && positions.device().is_cpu(),
+                "lantm_loop: head positions must have the memory's dtype and device");
+    if (writing) at::tanh_out(value_slot_views_[t], value_raw_views_[t]);
+    AT_DISPATCH_FLOATING_TYPES(gates_.scalar_type(), "read_write", [&] { read_write_step<scalar_t>(t, positions); });
+  }
+
+ private:
+  void check_step(int64_t t) const {
+    TORCH_CHECK(t >= 0 && t < steps_, "lantm_loop: step ", t, " out of range [0, ", steps_, ")");
+  }
+
+  template <typename T>
+  T* data(int index) const {
+    return tensors_[index].data_ptr<T>();
+  }
+
+  enum Buffer {
+    kProjected, kRecurrent, kRecurrentWeight, kStepWeight, kStepBias, kOutputs, kCells, kSigmoids, kCandidates,
+    kSquashed, kKeys, kValues, kStrengths, kQueries, kDist2, kFactors, kWeights, kTotals, kNearest, kScales,
+  };
+
+  template <typename T>
+  void control_step(int64_t t) {
+    const int64_t batch = batch_, size = size_, recurrent_size = width_ + size_, projection = projection_;
+    T* gates = gates_.data_ptr<T>();
+    const T* projected = data<T>(kProjected) + t * batch * 4 * size;
+    std::copy(projected, projected + batch * 4 * size, gates);
+    T* recurrent = data<T>(kRecurrent);
+    const T* recurrent_row = recurrent + t * batch * recurrent_size;
+    matmul<T>(batch, 4 * size, recurrent_size, recurrent_row, recurrent_size, data<T>(kRecurrentWeight),
+              recurrent_size, true, gates, 4 * size, true);
+    at::sigmoid_out(sigmoid_rows_[t], gate_sigmoids_);
+    at::tanh_out(candidate_rows_[t], gate_candidates_);
+    const T* s = data<T>(kSigmoids) + t * batch * 3 * size;
+    const T* g = data<T>(kCandidates) + t * batch * size;
+    const T* c = data<T>(kCells) + t * batch * size;
+    T* n = data<T>(kCells) + (t + 1) * batch * size;
+    for (int64_t b = 0; b < batch; ++b) {
+      const T* sb = s + b * 3 * size;
+#pragma omp simd
+      for (int64_t j = 0; j < size; ++j) n[b * size + j] = sb[size + j] * c[b * size + j] + sb[j] * g[b * size + j];
+    }
+    at::tanh_out(squashed_rows_[t], cell_rows_[t]);
+    const T* squashed = data<T>(kSquashed) + t * batch * size;
+    T* hidden = recurrent + (t + 1) * batch * recurrent_size + width_;
+    for (int64_t b = 0; b < batch; ++b) {
+      const T* output_gate = s + b * 3 * size + 2 * size;
+#pragma omp simd
+      for (int64_t j = 0; j < size; ++j) hidden[b * recurrent_size + j] = output_gate[j] * squashed[b * size + j];
+    }
+    T* output = data<T>(kOutputs) + t * batch * projection;
+    const T* bias = data<T>(kStepBias);
+    for (int64_t b = 0; b < batch; ++b) std::copy(bias, bias + projection, output + b * projection);
+    matmul<T>(batch, projection, size, hidden, recurrent_size, data<T>(kStepWeight), size, true, output, projection,
+              true);
+  }
+
+  template <typename T>
+  void read_write_step(int64_t t, const at::Tensor& positions) {
+    const bool writing = t < input_length_;
+    const bool softmax = temperature_column_ >= 0;
+    const int64_t batch = batch_, dim = dim_, width = width_, capacity = capacity_, projection = projection_;
+    const int64_t slots = writing ? t + 1 : input_length_ + 1;
+    T* __restrict__ key_data = data<T>(kKeys);
+    const T* value_data = data<T>(kValues);
+    T* __restrict__ strength_data = data<T>(kStrengths);
+    const T* position_data = positions.data_ptr<T>();
     const int64_t position_batch = positions.stride(0), position_head = positions.stride(1);
     const int64_t position_coordinate = positions.stride(2);
-    scalar_t* __restrict__ read_data = read.data_ptr<scalar_t>();
-    scalar_t* __restrict__ query_data = queries.data_ptr<scalar_t>();
-    scalar_t* __restrict__ dist2_data = dist2.data_ptr<scalar_t>();
-    scalar_t* __restrict__ factor_data = factors.data_ptr<scalar_t>();
-    scalar_t* __restrict__ weight_data = weights.data_ptr<scalar_t>();
-    const int64_t saved_stride = dist2.size(1);
-    int64_t* nearest_data = nearest.data_ptr<int64_t>();
-    scalar_t* total_data = totals.data_ptr<scalar_t>();
-    scalar_t* scale_data = scales.data_ptr<scalar_t>();
-    const scalar_t* temperature_data = softmax ? temperature_raw.data_ptr<scalar_t>() : nullptr;
-    const int64_t temperature_stride = softmax ? temperature_raw.stride(0) : 0;
-    const scalar_t* value_raw_data = value_raw.data_ptr<scalar_t>();
-    const scalar_t* strength_raw_data = strength_raw.data_ptr<scalar_t>();
-    const int64_t value_raw_stride = value_raw.stride(0), strength_raw_stride = strength_raw.stride(0);
-    const int64_t read_stride = read.stride(0);
-    const scalar_t e = static_cast<scalar_t>(eps), floor = static_cast<scalar_t>(weight_floor);
+    const T* output = data<T>(kOutputs) + t * batch * projection;
+    T* read_data = data<T>(kRecurrent) + (t + 1) * batch * (width + size_);
+    T* query_data = data<T>(kQueries) + t * batch * dim;
+    T* dist2_data = data<T>(kDist2) + t * batch * capacity;
+    T* factor_data = data<T>(kFactors) + t * batch * capacity;
+    T* weight_data = data<T>(kWeights) + t * batch * capacity;
+    T* total_data = data<T>(kTotals) + t * batch;
+    T* scale_data = data<T>(kScales) + t * batch;
+    int64_t* nearest_data = tensors_[kNearest].data_ptr<int64_t>() + t * batch;
+    const T e = static_cast<T>(eps_), floor = static_cast<T>(weight_floor_);
     for (int64_t b = 0; b < batch; ++b) {
-      const scalar_t* key = key_data + b * dim * capacity;
-      const scalar_t* value = value_data + b * capacity * width;
-      const scalar_t* strength = strength_data + b * capacity;
-      const scalar_t* position = position_data + b * position_batch;
-      scalar_t* query = query_data + b * dim;
-      scalar_t* d2 = dist2_data + b * saved_stride;
-      scalar_t* factor = factor_data + b * saved_stride;
-      scalar_t* weight = weight_data + b * saved_stride;
-      scalar_t* out = read_data + b * read_stride;
+      const T* key = key_data + b * dim * capacity;
+      const T* value = value_data + b * capacity * width;
+      const T* strength = strength_data + b * capacity;
+      const T* position = position_data + b * position_batch;
+      const T* row = output + b * projection;
+      T* query = query_data + b * dim;
+      T* __restrict__ d2 = dist2_data + b * capacity;
+      T* __restrict__ factor = factor_data + b * capacity;
+      T* __restrict__ weight = weight_data + b * capacity;
+      T* __restrict__ out = read_data + b * (width + size_);
       for (int64_t c = 0; c < dim; ++c) query[c] = position[c * position_coordinate];
       for (int64_t i = 0; i < slots; ++i) d2[i] = 0;
       for (int64_t c = 0; c < dim; ++c) {
-        const scalar_t q = query[c];
-        const scalar_t* coordinate = key + c * capacity;
+        const T q = query[c];
+        const T* coordinate = key + c * capacity;
 #pragma omp simd
         for (int64_t i = 0; i < slots; ++i) {
-          const scalar_t diff = q - coordinate[i];
+          const T diff = q - coordinate[i];
           d2[i] += diff * diff;
         }
       }
@@ -128,115 +299,47 @@ void read_write_step(at::Tensor keys, at::Tensor values, at::Tensor strengths, i
         if (d2[i] < d2[smallest_index]) smallest_index = i;
       }
       nearest_data[b] = smallest_index;
-      const scalar_t smallest = d2[smallest_index];
+      const T smallest = d2[smallest_index];
       if (softmax) {
-        const scalar_t raw = temperature_data[b * temperature_stride];
-        const scalar_t scale = scalar_t(1) / std::max(softplus(raw), static_cast<scalar_t>(temperature_floor));
+        const T scale = T(1) / std::max(softplus(row[temperature_column_]), static_cast<T>(temperature_floor_));
         scale_data[b] = scale;
         for (int64_t i = 0; i < slots; ++i) factor[i] = std::exp(-(d2[i] - smallest) * scale);
       } else {
 #pragma omp simd
-        for (int64_t i = 0; i < slots; ++i) factor[i] = (scalar_t(1) / (d2[i] + e)) * (smallest + e);
+        for (int64_t i = 0; i < slots; ++i) factor[i] = (T(1) / (d2[i] + e)) * (smallest + e);
       }
-      scalar_t total = 0;
+      T total = 0;
 #pragma omp simd reduction(+ : total)
       for (int64_t i = 0; i < slots; ++i) {
         weight[i] = factor[i] * strength[i] + floor;
         total += weight[i];
       }
       total_data[b] = total;
-      for (int64_t i = 0; i < slots; ++i) weight[i] /= total;
+      const T inverse_total = T(1) / total;
+#pragma omp simd
+      for (int64_t i = 0; i < slots; ++i) weight[i] *= inverse_total;
       for (int64_t j = 0; j < width; ++j) out[j] = 0;
       for (int64_t i = 0; i < slots; ++i) {
-        const scalar_t w = weight[i];
-        const scalar_t* row = value + i * width;
+        const T w = weight[i];
+        const T* slot_value = value + i * width;
 #pragma omp simd
-        for (int64_t j = 0; j < width; ++j) out[j] += w * row[j];
+        for (int64_t j = 0; j < width; ++j) out[j] += w * slot_value[j];
       }
-      if (write_slot >= 0) {
-        const scalar_t* writer = position + position_head;
-        const scalar_t* raw_value = value_raw_data + b * value_raw_stride;
-        scalar_t* written_key = key_data + b * dim * capacity + write_slot;
+      if (writing) {  // the value was written by read_write, before this
+        const T* writer = position + position_head;
+        T* written_key = key_data + b * dim * capacity + t + 1;
         for (int64_t c = 0; c < dim; ++c) written_key[c * capacity] = writer[c * position_coordinate];
-        scalar_t* slot = value_data + b * capacity * width + write_slot * width;
-        for (int64_t j = 0; j < width; ++j) slot[j] = std::tanh(raw_value[j]);
-        strength_data[b * capacity + write_slot] = sigmoid(strength_raw_data[b * strength_raw_stride]);
+        strength_data[b * capacity + t + 1] = sigmoid(row[strength_column_]);
       }
     }
-  });
-}
-
-// The forward loop's state for one sequence: every buffer, allocated by the caller, and what the two calls per
-// step need, so that a step costs Python two calls with one argument each. Row t of each [T, ...] buffer belongs
-// to step t; `recurrent` row t is step t's recurrent input [r_{t-1}; h_{t-1}], `cells` row t the cell before it.
-class ForwardLoop {
- public:
-  ForwardLoop(int64_t input_length, at::Tensor projected, at::Tensor recurrent, at::Tensor recurrent_weight_t,
-              at::Tensor step_weight_t, at::Tensor step_bias, at::Tensor outputs, at::Tensor cells,
-              at::Tensor sigmoids, at::Tensor candidates, at::Tensor squashed, at::Tensor keys, at::Tensor values,
-              at::Tensor strengths, at::Tensor queries, at::Tensor dist2, at::Tensor factors, at::Tensor weights,
-              at::Tensor totals, at::Tensor nearest, at::Tensor scales, int64_t raw_size, int64_t temperature_column,
-              int64_t value_column, int64_t strength_column, double eps, double weight_floor,
-              double temperature_floor)
-      : input_length_(input_length), projected_(projected), recurrent_(recurrent),
-        recurrent_weight_t_(recurrent_weight_t), step_weight_t_(step_weight_t), step_bias_(step_bias),
-        outputs_(outputs), cells_(cells), sigmoids_(sigmoids), candidates_(candidates), squashed_(squashed),
-        keys_(keys), values_(values), strengths_(strengths), queries_(queries), dist2_(dist2), factors_(factors),
-        weights_(weights), totals_(totals), nearest_(nearest), scales_(scales), raw_size_(raw_size),
-        temperature_column_(temperature_column), value_column_(value_column), strength_column_(strength_column),
-        eps_(eps), weight_floor_(weight_floor), temperature_floor_(temperature_floor),
-        gates_(at::empty({projected.size(1), projected.size(2)}, projected.options())),
-        no_temperature_(at::empty({0}, projected.options())) {
-    const int64_t steps = projected.size(0);
-    TORCH_CHECK(recurrent.size(0) == steps + 1 && outputs.size(0) == steps && cells.size(0) == steps + 1,
-                "lantm_loop: ForwardLoop buffers need one row per step");
-    TORCH_CHECK(input_length >= 1 && input_length < steps, "lantm_loop: input_length must be in [1, steps)");
   }
 
-  // Step t's controller: h_t and its projection. Returns the heads' raw outputs [B, heads, raw] (both heads
-  // while writing, the read head after).
-  at::Tensor control(int64_t t) {
-    check_step(t);
-    const int64_t width = values_.size(2), size = cells_.size(2), batch = projected_.size(1);
-    auto recurrent_row = recurrent_[t];
-    auto output = outputs_[t];
-    controller_step(projected_[t], recurrent_row, recurrent_weight_t_, cells_[t], gates_, sigmoids_[t],
-                    candidates_[t], cells_[t + 1], squashed_[t], recurrent_[t + 1].narrow(1, width, size),
-                    step_bias_, step_weight_t_, output);
-    const int64_t heads = t < input_length_ ? 2 : 1;
-    return output.narrow(1, 0, heads * raw_size_).view({batch, heads, raw_size_});
-  }
-
-  // Step t's read, at the read head's new position, and while writing, the write at the write head's.
-  void read_write(int64_t t, const at::Tensor& positions) {
-    check_step(t);
-    TORCH_CHECK(positions.dim() == 3 && positions.size(0) == values_.size(0) && positions.size(2) == keys_.size(1) &&
-                    positions.size(1) >= (t < input_length_ ? 2 : 1),
-                "lantm_loop: read_write needs head positions [batch, heads, key_dim]");
-    TORCH_CHECK(positions.scalar_type() == values_.scalar_type() && positions.device() == values_.device(),
-                "lantm_loop: head positions must have the memory's dtype and device");
-    const bool writing = t < input_length_;
-    const int64_t width = values_.size(2);
-    auto output = outputs_[t];
-    read_write_step(keys_, values_, strengths_, writing ? t + 1 : input_length_ + 1, positions,
-                    temperature_column_ >= 0 ? output.narrow(1, temperature_column_, 1) : no_temperature_,
-                    recurrent_[t + 1].narrow(1, 0, width), queries_[t], dist2_[t], factors_[t], weights_[t],
-                    totals_[t], nearest_[t], scales_[t], writing ? t + 1 : -1, output.narrow(1, value_column_, width),
-                    output.narrow(1, strength_column_, 1), eps_, weight_floor_, temperature_floor_);
-  }
-
- private:
-  void check_step(int64_t t) const {
-    TORCH_CHECK(t >= 0 && t < projected_.size(0), "lantm_loop: step ", t, " out of range");
-  }
-
-  int64_t input_length_;
-  at::Tensor projected_, recurrent_, recurrent_weight_t_, step_weight_t_, step_bias_, outputs_, cells_, sigmoids_;
-  at::Tensor candidates_, squashed_, keys_, values_, strengths_, queries_, dist2_, factors_, weights_, totals_;
-  at::Tensor nearest_, scales_;
-  int64_t raw_size_, temperature_column_, value_column_, strength_column_;
+  int64_t input_length_, raw_size_, temperature_column_, value_column_, strength_column_;
   double eps_, weight_floor_, temperature_floor_;
-  at::Tensor gates_, no_temperature_;
+  int64_t steps_ = 0, batch_ = 0, size_ = 0, dim_ = 0, capacity_ = 0, width_ = 0, projection_ = 0;
+  std::vector<at::Tensor> tensors_, raw_views_, sigmoid_rows_, candidate_rows_, squashed_rows_, cell_rows_;
+  std::vector<at::Tensor> value_raw_views_, value_slot_views_;
+  at::Tensor gates_, gate_sigmoids_, gate_candidates_;
 };
 
 // The whole backward pass through time, in reverse, for what `controller_step` and `read_write_step` computed;
@@ -262,7 +365,7 @@ std::vector<at::Tensor> backward_loop(
   const int64_t projection = outputs.size(2);
   const bool softmax = temperature_column >= 0;
   const bool track_heads = head_output_grads.numel() > 0;
-  for (const at::Tensor* tensor : std::initializer_list<const at::Tensor*>{&outputs, &sigmoids, &candidates, &cells, &squashed, &keys, &values, &strengths,
+  for (const at::Tensor* tensor : std::initializer_list<const at::Tensor*>{&recurrent_weight, &step_weight, &outputs, &sigmoids, &candidates, &cells, &squashed, &keys, &values, &strengths,
                              &queries, &dist2, &factors, &weights, &totals, &nearest, &scales, &encoder_jacobians,
                              &answer_jacobians, &grad_gates, &grad_outputs, &grad_keys, &grad_values,
                              &grad_strengths}) {
@@ -275,9 +378,12 @@ std::vector<at::Tensor> backward_loop(
   auto grad_hidden = grad_recurrent.narrow(1, width, size);
   auto grad_cell = at::zeros({batch, size}, outputs.options());
   auto grad_heads = at::zeros({batch, 2, out_size}, outputs.options());
-  AT_DISPATCH_FLOATING_TYPES(outputs.scalar_type(), "backward_loop", [&] {
-    using T = scalar_t;
+  // A generic lambda rather than AT_DISPATCH: pragmas cannot stand inside a macro's arguments.
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
     const T* output_data = outputs.data_ptr<T>();
+    const T* step_weight_data = step_weight.data_ptr<T>();
+    const T* recurrent_weight_data = recurrent_weight.data_ptr<T>();
     const T* key_data = keys.data_ptr<T>();
     const T* value_data = values.data_ptr<T>();
     const T* strength_data = strengths.data_ptr<T>();
@@ -343,7 +449,6 @@ std::vector<at::Tensor> backward_loop(
         for (int64_t i = 0; i < slots; ++i) {
           const T* row = value + i * width;
           T sum = 0;
-#pragma omp simd reduction(+ : sum)
           for (int64_t j = 0; j < width; ++j) sum += grad_read[j] * row[j];
           grad_weight[i] = sum;
           dot += sum * weight[i];
@@ -352,7 +457,6 @@ std::vector<at::Tensor> backward_loop(
         const T scale = softmax ? scale_data[t * batch + b] : T(0);
         if (softmax) {
           const T nearest_dist2 = d2[near];
-#pragma omp simd reduction(+ : grad_nearest, grad_temperature)
           for (int64_t i = 0; i < slots; ++i) {
             const T grad_unnormalised = (grad_weight[i] - dot) / total;
             minus_grad_dist2[i] = grad_unnormalised * strength[i] * factor[i] * scale;
@@ -361,7 +465,6 @@ std::vector<at::Tensor> backward_loop(
             grad_strength[i] += grad_unnormalised * factor[i];
           }
         } else {
-#pragma omp simd reduction(+ : grad_nearest)
           for (int64_t i = 0; i < slots; ++i) {
             const T grad_unnormalised = (grad_weight[i] - dot) / total;
             const T grad_factor = grad_unnormalised * strength[i];
@@ -374,7 +477,6 @@ std::vector<at::Tensor> backward_loop(
         for (int64_t i = 0; i < slots; ++i) {
           T* grad_row = grad_value + i * width;
           const T w = weight[i];
-#pragma omp simd
           for (int64_t j = 0; j < width; ++j) grad_row[j] += w * grad_read[j];
         }
         minus_grad_dist2[near] -= grad_nearest;
@@ -384,7 +486,6 @@ std::vector<at::Tensor> backward_loop(
           const T* coordinate = key + d * capacity;
           T* grad_coordinate = grad_key + d * capacity;
           T sum = 0;
-#pragma omp simd reduction(+ : sum)
           for (int64_t i = 0; i < slots; ++i) {
             const T minus_grad_diff = minus_grad_dist2[i] * (q - coordinate[i]);
             sum += minus_grad_diff;
@@ -430,7 +531,8 @@ std::vector<at::Tensor> backward_loop(
         }
       }
       // The step projection, then the LSTM cell, then the recurrent input [r_{t-1}; h_{t-1}].
-      grad_hidden.addmm_(grad_outputs[t], step_weight);
+      matmul<T>(batch, size, projection, grad_output, projection, step_weight_data, size, false,
+                grad_recurrent_data + width, width + size, true);
       const T* sigmoid_row = sigmoid_data + t * batch * 3 * size;
       const T* candidate_row = candidate_data + t * batch * size;
       const T* cell_row = cell_data + t * batch * size;
@@ -444,7 +546,6 @@ std::vector<at::Tensor> backward_loop(
         const T* grad_hidden_row = grad_recurrent_data + b * (width + size) + width;
         T* gc = grad_cell_data + b * size;
         T* gg = grad_gate + b * 4 * size;
-#pragma omp simd
         for (int64_t j = 0; j < size; ++j) {
           const T input_gate = s[j], forget_gate = s[size + j], output_gate = s[2 * size + j];
           const T candidate = g[j], squash = sq[j], hidden_grad = grad_hidden_row[j];
@@ -456,17 +557,23 @@ std::vector<at::Tensor> backward_loop(
           gc[j] = cell_grad * forget_gate;
         }
       }
-      at::mm_out(grad_recurrent, grad_gates[t], recurrent_weight);
+      matmul<T>(batch, width + size, 4 * size, grad_gate, 4 * size, recurrent_weight_data, width + size, false,
+                grad_recurrent_data, width + size, false);
     }
-  });
+  };
+  TORCH_CHECK(outputs.scalar_type() == at::kFloat || outputs.scalar_type() == at::kDouble,
+              "lantm_loop: backward_loop runs in float32 or float64");
+  if (outputs.scalar_type() == at::kDouble) {
+    run(double(0));
+  } else {
+    run(float(0));
+  }
   return {grad_hidden.clone(), grad_cell, grad_recurrent.narrow(1, 0, width).clone(), grad_heads};
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.def("controller_step", &controller_step);
-  module.def("read_write_step", &read_write_step);
   pybind11::class_<ForwardLoop>(module, "ForwardLoop")
       .def(pybind11::init<int64_t, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                           at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,

@@ -151,6 +151,9 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
     torch.manual_seed(config.seed)
     model = build_model(config.model, task.vocab_size, **config.model_options).to(device)
     if config.steps >= COMPILE_MIN_STEPS:  # where compiling pays, unless turned off (see liemem.compiling)
+        # From a clean slate: graphs left by earlier runs in this process (a suite's other groups, say) would
+        # count against torch's recompilation limit, past which it silently runs the move eagerly.
+        torch.compiler.reset()
         model.compile_steps()
     optimizer = torch.optim.RMSprop(
         model.parameters(), lr=config.lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps
