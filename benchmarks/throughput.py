@@ -8,8 +8,12 @@ Batches are copy data (vocabulary 130) with `answer length` L: L - 1 symbols and
 input tokens. Each (model, length) cell runs in a fresh process, so that its peak memory is its own: peak
 resident memory on the CPU, peak allocated memory on CUDA. Runs on CUDA when present.
 
+A shared machine's speed drifts over minutes, so the cells run in `--rounds` interleaved rounds (each round
+times every cell once, the floor first at each length) and the table gives each cell's median over the rounds;
+"first ms" is the first training step of the first round, which includes compiling.
+
     python benchmarks/throughput.py [--models floor,lantm,slantm,ntm] [--lengths 16,64,128] [--batch-size 32]
-                                    [--seconds 3] [--device cpu|cuda] [--profile]
+                                    [--seconds 3] [--rounds 3] [--device cpu|cuda] [--profile]
 
 `--profile` prints, for each cell instead of its timing, torch.profiler's table of the operations that took the
 most time over three training steps, with the forward and backward times of a step.
@@ -140,7 +144,8 @@ def main() -> None:
     parser.add_argument("--models", type=comma_list, default=[FLOOR, "lantm", "slantm", "ntm"])
     parser.add_argument("--lengths", type=lambda text: [int(x) for x in comma_list(text)], default=[16, 64, 128])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per cell")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per cell and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table gives medians")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--profile", action="store_true", help="profile each cell instead of timing it")
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # internal: measure one model:length and print JSON
@@ -151,8 +156,8 @@ def main() -> None:
         print(json.dumps(measure_cell(name, int(length), args.batch_size, args.seconds, device)))
         return
     unknown = [name for name in args.models if name != FLOOR and name not in liemem.model_names()]
-    if unknown or min(args.lengths, default=0) < 2 or args.batch_size < 1:
-        parser.error(f"unknown models {unknown}, or lengths below 2, or a batch size below 1")
+    if unknown or min(args.lengths, default=0) < 2 or args.batch_size < 1 or args.rounds < 1:
+        parser.error(f"unknown models {unknown}, or lengths below 2, or a batch size or rounds below 1")
     models = [FLOOR, *dict.fromkeys(name for name in args.models if name != FLOOR)]
     if args.profile:
         for name in args.models:
@@ -162,22 +167,32 @@ def main() -> None:
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     memory = "peak allocated" if device.type == "cuda" else "peak RSS"
-    print(f"torch {torch.__version__} on {where}; batch {args.batch_size}; full training step (RMSProp)")
+    runs = {}
+    for round_number in range(args.rounds):
+        print(f"round {round_number + 1} of {args.rounds}", file=sys.stderr, flush=True)
+        for length in args.lengths:
+            for name in models:
+                runs.setdefault((name, length), []).append(run_cell_in_subprocess(name, length, args))
+    print(
+        f"torch {torch.__version__} on {where}; batch {args.batch_size}; full training step (RMSProp); "
+        f"median of {args.rounds} round(s)"
+    )
     header = (
         f"{'model':<10} {'answer':>6} {'ms/step':>9} {'samples/s':>10} {'x floor':>8} {'first ms':>9} "
         f"{memory + ' MB':>17} {'steps':>6}"
     )
     print(header)
     print("-" * len(header))
-    floor_rate = {}
     for name in models:
         for length in args.lengths:
-            cell = run_cell_in_subprocess(name, length, args)
-            rate = args.batch_size / cell["seconds"]
-            floor_rate.setdefault(length, rate)
+            cells = runs[name, length]
+            seconds = statistics.median(cell["seconds"] for cell in cells)
+            floor = statistics.median(cell["seconds"] for cell in runs[FLOOR, length])
+            peak = max(cell["peak_bytes"] for cell in cells)
+            steps = sum(cell["repeats"] for cell in cells)
             print(
-                f"{name:<10} {length:>6} {cell['seconds'] * 1e3:>9.1f} {rate:>10.0f} {floor_rate[length] / rate:>8.2f} "
-                f"{cell['first'] * 1e3:>9.0f} {cell['peak_bytes'] / 2**20:>17.0f} {cell['repeats']:>6}",
+                f"{name:<10} {length:>6} {seconds * 1e3:>9.1f} {args.batch_size / seconds:>10.0f} "
+                f"{seconds / floor:>8.2f} {cells[0]['first'] * 1e3:>9.0f} {peak / 2**20:>17.0f} {steps:>6}",
                 flush=True,
             )
 

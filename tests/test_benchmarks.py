@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_throughput_benchmark_reports_every_cell_against_the_floor():
     command = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--models", "lantm", "--lengths", "3",
-               "--batch-size", "2", "--seconds", "0.05", "--device", "cpu"]  # fmt: skip
+               "--batch-size", "2", "--seconds", "0.05", "--rounds", "2", "--device", "cpu"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["floor"], ["lantm"])]

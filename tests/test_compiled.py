@@ -139,7 +139,7 @@ def _forward_loop_arguments(monkeypatch, kernels, name="lantm"):
         (11, lambda keys: keys.transpose(1, 2).contiguous().transpose(1, 2), "keys must be contiguous"),
         (12, lambda values: values.double(), "values must be Float, not Double"),
         (11, lambda keys: keys[..., :-1].contiguous(), "the memory needs input_length \\+ 1 slots"),
-        (12, lambda values: values[:, :-1].contiguous(), "values must have size 7 along dimension 1, not 6"),
+        (12, lambda values: values[..., :-1].contiguous(), "values must have size 7 along dimension 2, not 6"),
         (15, lambda dist2: dist2[:, :, :-1].contiguous(), "dist2 must have size 7 along dimension 2, not 6"),
         (6, lambda outputs: outputs[:-1], "outputs must have size 11 along dimension 0, not 10"),
         (19, lambda nearest: nearest.int(), "nearest must be contiguous int64"),
@@ -181,15 +181,21 @@ def test_operation_count_matches_a_hand_count():
     assert compiling.worth_compiling(lambda t: [t := t + 1 for _ in range(compiling.MIN_OPERATIONS)][-1], x)
 
 
-def test_compile_steps_compiles_rotations_not_translations(monkeypatch):
+def test_compile_steps_compiles_every_jacobian_and_heavy_moves(monkeypatch):
     compiled = []
     monkeypatch.setattr(compiling, "CompiledOrEager", lambda function, what, **_: compiled.append(what) or function)
     assert liemem.build_model("slantm", VOCAB).compile_steps()
-    assert not liemem.build_model("lantm", VOCAB).compile_steps()
+    assert liemem.build_model("lantm", VOCAB).compile_steps()
     plain = liemem.build_model("slantm", VOCAB)
     plain.fused_loop = False
-    assert not plain.compile_steps()  # only the fused loops call the compiled move
-    assert compiled == ["the so3 heads' move", "the Jacobian of the so3 heads' move"]
+    assert not plain.compile_steps()  # only the fused loops call the compiled functions
+    # A group with trainable parameters: its gradients come from an autograd replay of the moves.
+    assert not liemem.build_model("slantm", VOCAB, group_options={"angle_bound": True}).compile_steps()
+    assert compiled == [
+        "the Jacobian of the so3 heads' move",
+        "the so3 heads' move",
+        "the Jacobian of the translation heads' move",  # a translation's move alone is too light to pay
+    ]
 
 
 @pytest.mark.parametrize("name, options", [("so3", {}), ("se2", {"action_interpolation": True})])
@@ -217,14 +223,17 @@ def test_move_jacobian_matches_autograd_one_move_at_a_time(name, options):
         torch.testing.assert_close(jacobian[i], expected, rtol=1e-10, atol=1e-12)
 
 
-def test_compiled_move_is_the_same_function_and_only_trains():
-    """torch.compile of SO(3)'s move and of its Jacobians: the same loss and gradients as eager; inference
-    passes stay eager."""
-    model = perturbed("slantm")
+@pytest.mark.parametrize("name, move_compiled", [("slantm", True), ("lantm", False)])
+def test_compiled_move_is_the_same_function_and_only_trains(name, move_compiled):
+    """torch.compile of the heads' Jacobians (and of SO(3)'s move): the same loss and gradients as eager;
+    inference passes stay eager."""
+    model = perturbed(name)
     inputs, targets = batch(size=8, length=8)
     eager = loss_and_grads(model, inputs, targets)
     assert model.compile_steps()
-    assert model.move_for(False) == model.heads.move and model.move_for(True) is model._compiled_move
+    assert (model._compiled_move is not None) == move_compiled
+    assert model.move_for(False) == model.heads.move
+    assert model.move_for(True) == (model._compiled_move if move_compiled else model.heads.move)
     assert model.jacobian_for(False) is None and model.jacobian_for(True) is model._compiled_jacobian
     fast = loss_and_grads(model, inputs, targets)
     torch.testing.assert_close(fast[0], eager[0], rtol=1e-5, atol=1e-6)
@@ -266,11 +275,13 @@ def test_training_runs_of_enough_steps_compile(monkeypatch, tmp_path, steps, com
     from liemem.training import loop
 
     calls = []
-    monkeypatch.setattr(LieAccessMachine, "compile_steps", lambda self: calls.append(1) or False)
+    monkeypatch.setattr(LieAccessMachine, "compile_steps", lambda self: calls.append("compile") or False)
+    monkeypatch.setattr(torch.compiler, "reset", lambda: calls.append("reset"))
     monkeypatch.setattr(loop, "COMPILE_MIN_STEPS", 3)
     config = TrainConfig(task="copy", model="lantm", steps=steps, train_lengths=(2, 3), test_lengths=(4, 5))
     train(config, tmp_path, progress=False)
-    assert calls == ([1] if compiles else [])
+    # A run compiles from a clean slate, so that earlier runs' graphs do not use up torch's recompilation limit.
+    assert calls == (["reset", "compile"] if compiles else [])
 
 
 def test_bucket_rows_rounds_up_to_a_power_of_two():

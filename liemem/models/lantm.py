@@ -160,21 +160,26 @@ class LieAccessMachine(SequenceModel):
         return self.trace(inputs, answer_length).access_trace()
 
     def compile_steps(self) -> bool:
-        """Compile the heads' movement with `torch.compile` for training forward passes, if its group makes
-        enough tensor calls per move for that to pay (see `liemem.compiling`); return whether it did. Off when
-        `liemem.native.enabled()` is false or `compiled_loop` is; falls back to eager if compiling fails."""
+        """Compile, with `torch.compile`, what the fused loops of training passes call: the Jacobians of all of a
+        sequence's head movements (one call per training step, always worth it), and the heads' per-step `move`
+        where the group makes enough tensor calls per move for that to pay (see `liemem.compiling`). Return
+        whether anything was compiled. Off when `liemem.native.enabled()` is false or `compiled_loop` is, and for
+        groups with trainable parameters (their gradients come from an autograd replay); a function that fails
+        to compile runs eagerly."""
         self._compiled_move = self._compiled_jacobian = None
         if not (native.enabled() and self.compiled_loop and self.fused_loop_applies):
             return False
+        if any(p.requires_grad for p in self.group.parameters()):
+            return False
+        what = f"the {self.config.group} heads' move"
+        self._compiled_jacobian = compiling.CompiledOrEager(
+            compiling.move_jacobian(self.heads), f"the Jacobian of {what}", pad_rows=True
+        )
         positions = self.initial_positions.detach()
         sample = (positions.new_zeros(2, 2, self.heads.raw_size), self.heads.initial_state(positions, 2))
         if compiling.worth_compiling(self.heads.move, *sample):
-            what = f"the {self.config.group} heads' move"
             self._compiled_move = compiling.CompiledOrEager(self.heads.move, what)
-            self._compiled_jacobian = compiling.CompiledOrEager(
-                compiling.move_jacobian(self.heads), f"the Jacobian of {what}", pad_rows=True
-            )
-        return self._compiled_move is not None
+        return True
 
     def __getstate__(self):
         # A compiled function neither copies nor pickles; a copy compiles its own with `compile_steps`.

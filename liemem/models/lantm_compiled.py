@@ -56,8 +56,9 @@ def forward(
     cells = new(steps + 1, batch, size)
     cells[0] = cell
     lstm_saved = new(steps, batch, 3 * size), new(steps, batch, size), new(steps, batch, size)
-    keys, values, strengths = new(batch, key_dim, slots), new(batch, slots, width), new(batch, 1, slots)
-    keys[..., 0], values[:, 0], strengths[..., 0] = key, value, strength.unsqueeze(-1)
+    # Slots along the last axis, so that the kernels' loops over slots run over contiguous memory.
+    keys, values, strengths = new(batch, key_dim, slots), new(batch, width, slots), new(batch, 1, slots)
+    keys[..., 0], values[..., 0], strengths[..., 0] = key, value, strength.unsqueeze(-1)
     read_saved = (
         new(steps, batch, key_dim),  # queries
         new(steps, batch, slots),  # squared distances
@@ -97,7 +98,7 @@ def backward(ctx, recurrent, outputs, recurrent_weight, step_weight, grad_answer
     cells, sigmoids, candidates, squashed, keys, values, strengths, *read_saved = ctx.compiled_saved
     replay = ctx.replay
     input_length, model = ctx.input_length, ctx.model
-    width, key_dim = values.shape[-1], keys.shape[1]
+    width, key_dim = values.shape[1], keys.shape[1]
     grad_memory = [torch.zeros_like(x) for x in (keys, values, strengths)]
     grad_gates = recurrent.new_empty(*outputs.shape[:2], recurrent_weight.shape[0])
     grad_outputs = torch.zeros_like(outputs)
@@ -124,7 +125,7 @@ def backward(ctx, recurrent, outputs, recurrent_weight, step_weight, grad_answer
         grad_read,
         grad_heads[..., :key_dim].clone(),
         grad_keys[..., 0],
-        grad_values[:, 0],
+        grad_values[..., 0],
         grad_strengths[:, 0, 0],
     )
 

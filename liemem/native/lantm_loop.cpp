@@ -2,13 +2,14 @@
 //
 // At the paper's sizes (batch 32, 50 cells, 20-wide memory, a few dozen slots) a time step is some forty tensor
 // operations of a few microseconds each, and that fixed cost per operation is most of a training step. These
-// kernels do a step's elementwise work and its reductions over the memory in plain loops, one call per phase,
-// and leave the matrix products to ATen. They compute exactly what liemem/models/lantm_loop.py computes with
-// tensor operations (its docstring explains the algorithm), and tests compare the two. The group's head
-// movement stays in Python: it is the part a user writes.
+// kernels do a step's work in plain loops over raw rows of preallocated buffers, one call per phase: the matrix
+// products go straight to the BLAS torch links, and only the LSTM's activations run on ATen's vectorised
+// functions. They compute what liemem/models/lantm_loop.py computes with tensor operations (its docstring
+// explains the algorithm), up to rounding, and tests compare the two. The group's head movement stays in
+// Python: it is the part a user writes.
 //
-// Layouts: keys are [B, d, S] (coordinate-major), values [B, S, m], strengths [B, 1, S]; row t of a [T, ...]
-// buffer belongs to time step t. Every 2-D argument has unit stride along its last axis.
+// Layouts: the memory keeps slots along its last axis, keys [B, d, S], values [B, m, S] and strengths [B, 1, S],
+// so that the loops over slots run over contiguous memory; row t of a [T, ...] buffer belongs to time step t.
 
 #include <torch/extension.h>
 
@@ -114,7 +115,7 @@ class ForwardLoop {
     check_buffer(values, "values", like, 3);
     dim_ = keys.size(1);
     capacity_ = keys.size(2);
-    width_ = values.size(2);
+    width_ = values.size(1);
     projection_ = step_weight.size(0);
     TORCH_CHECK(capacity_ == input_length + 1, "lantm_loop: the memory needs input_length + 1 slots");
     TORCH_CHECK(raw_size > 0 && 2 * raw_size <= projection_, "lantm_loop: raw_size does not fit the projection");
@@ -138,7 +139,7 @@ class ForwardLoop {
         {&candidates, "candidates", {steps_, batch_, size_}},
         {&squashed, "squashed", {steps_, batch_, size_}},
         {&keys, "keys", {batch_, dim_, capacity_}},
-        {&values, "values", {batch_, capacity_, width_}},
+        {&values, "values", {batch_, width_, capacity_}},
         {&strengths, "strengths", {batch_, 1, capacity_}},
         {&queries, "queries", {steps_, batch_, dim_}},
         {&dist2, "dist2", {steps_, batch_, capacity_}},
@@ -169,7 +170,7 @@ class ForwardLoop {
       cell_rows_.push_back(cells[t + 1]);
       if (t < input_length) {
         value_raw_views_.push_back(outputs[t].narrow(1, value_column, width_));
-        value_slot_views_.push_back(values.select(1, t + 1));
+        value_slot_views_.push_back(values.select(2, t + 1));
       }
     }
     gate_sigmoids_ = gates_.narrow(1, 0, 3 * size_);
@@ -273,7 +274,7 @@ class ForwardLoop {
     const T e = static_cast<T>(eps_), floor = static_cast<T>(weight_floor_);
     for (int64_t b = 0; b < batch; ++b) {
       const T* key = key_data + b * dim * capacity;
-      const T* value = value_data + b * capacity * width;
+      const T* value = value_data + b * width * capacity;
       const T* strength = strength_data + b * capacity;
       const T* position = position_data + b * position_batch;
       const T* row = output + b * projection;
@@ -318,12 +319,12 @@ class ForwardLoop {
       const T inverse_total = T(1) / total;
 #pragma omp simd
       for (int64_t i = 0; i < slots; ++i) weight[i] *= inverse_total;
-      for (int64_t j = 0; j < width; ++j) out[j] = 0;
-      for (int64_t i = 0; i < slots; ++i) {
-        const T w = weight[i];
-        const T* slot_value = value + i * width;
-#pragma omp simd
-        for (int64_t j = 0; j < width; ++j) out[j] += w * slot_value[j];
+      for (int64_t j = 0; j < width; ++j) {
+        const T* coordinate = value + j * capacity;
+        T sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < slots; ++i) sum += weight[i] * coordinate[i];
+        out[j] = sum;
       }
       if (writing) {  // the value was written by read_write, before this
         const T* writer = position + position_head;
@@ -360,7 +361,7 @@ std::vector<at::Tensor> backward_loop(
     at::Tensor grad_values, at::Tensor grad_strengths, int64_t raw_size, int64_t temperature_column,
     int64_t value_column, int64_t strength_column, double eps, double temperature_floor) {
   const int64_t steps = outputs.size(0), batch = outputs.size(1), size = cells.size(2);
-  const int64_t width = values.size(2), dim = keys.size(1), capacity = values.size(1);
+  const int64_t width = values.size(1), dim = keys.size(1), capacity = values.size(2);
   const int64_t out_size = encoder_jacobians.size(3), input_size = encoder_jacobians.size(4);
   const int64_t projection = outputs.size(2);
   const bool softmax = temperature_column >= 0;
@@ -439,20 +440,20 @@ std::vector<at::Tensor> backward_loop(
         const T* query = query_data + (t * batch + b) * dim;
         const T total = total_data[t * batch + b];
         const int64_t near = nearest_data[t * batch + b];
-        const T* value = value_data + b * capacity * width;
+        const T* value = value_data + b * width * capacity;
         const T* strength = strength_data + b * capacity;
         const T* key = key_data + b * dim * capacity;
-        T* grad_value = grad_value_data + b * capacity * width;
+        T* grad_value = grad_value_data + b * width * capacity;
         T* grad_strength = grad_strength_data + b * capacity;
         T* grad_key = grad_key_data + b * dim * capacity;
-        T dot = 0;
-        for (int64_t i = 0; i < slots; ++i) {
-          const T* row = value + i * width;
-          T sum = 0;
-          for (int64_t j = 0; j < width; ++j) sum += grad_read[j] * row[j];
-          grad_weight[i] = sum;
-          dot += sum * weight[i];
+        for (int64_t i = 0; i < slots; ++i) grad_weight[i] = 0;
+        for (int64_t j = 0; j < width; ++j) {
+          const T g = grad_read[j];
+          const T* coordinate = value + j * capacity;
+          for (int64_t i = 0; i < slots; ++i) grad_weight[i] += g * coordinate[i];
         }
+        T dot = 0;
+        for (int64_t i = 0; i < slots; ++i) dot += grad_weight[i] * weight[i];
         T grad_nearest = 0, grad_temperature = 0;
         const T scale = softmax ? scale_data[t * batch + b] : T(0);
         if (softmax) {
@@ -474,10 +475,10 @@ std::vector<at::Tensor> backward_loop(
             grad_strength[i] += grad_unnormalised * factor[i];
           }
         }
-        for (int64_t i = 0; i < slots; ++i) {
-          T* grad_row = grad_value + i * width;
-          const T w = weight[i];
-          for (int64_t j = 0; j < width; ++j) grad_row[j] += w * grad_read[j];
+        for (int64_t j = 0; j < width; ++j) {
+          const T g = grad_read[j];
+          T* grad_coordinate = grad_value + j * capacity;
+          for (int64_t i = 0; i < slots; ++i) grad_coordinate[i] += weight[i] * g;
         }
         minus_grad_dist2[near] -= grad_nearest;
         T* grad_head = grad_head_data + b * 2 * out_size;
@@ -503,10 +504,9 @@ std::vector<at::Tensor> backward_loop(
         if (writing) {
           const int64_t slot = t + 1;
           for (int64_t d = 0; d < dim; ++d) grad_head[out_size + d] += grad_key[d * capacity + slot];
-          const T* written = value + slot * width;
-          const T* grad_written = grad_value + slot * width;
           for (int64_t j = 0; j < width; ++j) {
-            grad_row[value_column + j] = grad_written[j] * (T(1) - written[j] * written[j]);
+            const T written = value[j * capacity + slot];
+            grad_row[value_column + j] = grad_value[j * capacity + slot] * (T(1) - written * written);
           }
           const T y = strength[slot];
           grad_row[strength_column] = grad_strength[slot] * (T(1) - y) * y;
