@@ -8,17 +8,17 @@ import torch
 
 # Below these squared angles the closed forms give way to Taylor expansions. The closed forms are written in
 # half-angle form (no cancellation), so the switch only has to avoid 0/0 and keep gradients accurate.
-_SMALL_ANGLE_SQ = {torch.float64: 1e-6, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+SMALL_ANGLE_SQ = {torch.float64: 1e-6, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 # Softening for axis normalisation: the axis is raw / sqrt(|raw|^2 + eps^2), within 5e-7 of unit length for
 # |raw| > 0.1 (a linear layer's outputs are rarely all smaller), and its gradient is bounded by 1 / eps
 # instead of diverging at raw = 0, where the paper's normalisation has no direction to give.
-_AXIS_SOFTENING = 1e-4
+AXIS_SOFTENING = 1e-4
 
 
 def small_angle_mask(theta_sq: torch.Tensor) -> torch.Tensor:
     """Where `theta_sq` is small enough that the Taylor branch must be used."""
-    return theta_sq < _SMALL_ANGLE_SQ.get(theta_sq.dtype, 1e-3)
+    return theta_sq < SMALL_ANGLE_SQ.get(theta_sq.dtype, 1e-3)
 
 
 def where_not(mask: torch.Tensor, value: torch.Tensor, substitute: float = 1.0) -> torch.Tensor:
@@ -41,7 +41,7 @@ def soft_unit_axis(raw: torch.Tensor) -> torch.Tensor:
     """A rotation axis from unconstrained `raw`: its direction, tending smoothly to 0 as `raw` does."""
     scale = _max_abs(raw).clamp_min(1.0)
     scaled = raw / scale
-    return scaled / torch.hypot(torch.linalg.vector_norm(scaled, dim=-1, keepdim=True), _AXIS_SOFTENING / scale)
+    return scaled / torch.hypot(torch.linalg.vector_norm(scaled, dim=-1, keepdim=True), AXIS_SOFTENING / scale)
 
 
 def _max_abs(raw: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import groups
 import liemem
 from helpers import require_compiled_kernels
 from liemem import compiling, native
@@ -184,14 +185,21 @@ def test_operation_count_matches_a_hand_count():
 def test_compile_steps_compiles_rotations_not_translations(monkeypatch):
     compiled = []
     monkeypatch.setattr(compiling, "CompiledOrEager", lambda function, what, **_: compiled.append(what) or function)
-    assert liemem.build_model("slantm", VOCAB).compile_steps()
+    assert liemem.build_model("slantm", VOCAB).compile_steps()  # the kernels move the heads: the Jacobians only
+    python_moves = liemem.build_model("slantm", VOCAB)
+    python_moves.native_moves = False
+    assert python_moves.compile_steps()
     assert not liemem.build_model("lantm", VOCAB).compile_steps()  # a translation's move is too light to pay
     plain = liemem.build_model("slantm", VOCAB)
     plain.fused_loop = False
     assert not plain.compile_steps()  # only the fused loops call the compiled functions
     # A group with trainable parameters: its gradients come from an autograd replay of the moves.
     assert not liemem.build_model("slantm", VOCAB, group_options={"angle_bound": True}).compile_steps()
-    assert compiled == ["the so3 heads' move", "the Jacobian of the so3 heads' move"]
+    assert compiled == [
+        "the Jacobian of the so3 heads' move",
+        "the so3 heads' move",
+        "the Jacobian of the so3 heads' move",
+    ]
 
 
 @pytest.mark.parametrize("name, options", [("so3", {}), ("se2", {"action_interpolation": True})])
@@ -223,6 +231,7 @@ def test_compiled_move_is_the_same_function_and_only_trains():
     """torch.compile of SO(3)'s move and of its Jacobians: the same loss and gradients as eager; inference
     passes stay eager."""
     model = perturbed("slantm")
+    model.native_moves = False  # the group's Python move, compiled
     inputs, targets = batch(size=8, length=8)
     eager = loss_and_grads(model, inputs, targets)
     assert model.compile_steps()
@@ -247,6 +256,7 @@ def test_a_move_that_fails_to_compile_runs_eagerly(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", failing_compile)
     model = perturbed("slantm")
+    model.native_moves = False
     inputs, targets = batch()
     expected = loss_and_grads(model, inputs, targets)
     assert model.compile_steps()
@@ -314,3 +324,75 @@ def test_a_compiled_move_meets_one_graph_per_head_count(monkeypatch):
         model.compiled_loop = compiled
         model(*batch()[:1], 5).sum().backward()
         assert len(layouts) == 2, layouts
+
+
+@pytest.mark.parametrize(
+    "name, options, kind",
+    [
+        ("lantm", {}, lantm_compiled.TRANSLATION),
+        ("lantm-s", {"group_options": {"n": 3}}, lantm_compiled.TRANSLATION),
+        ("slantm", {}, lantm_compiled.ROTATION),
+        ("slantm-s", {}, lantm_compiled.ROTATION),
+        ("slantm", {"group_options": {"angle_bound": True}}, None),  # a learnable bound: the group's Python
+        ("lantm", {"action_interpolation": True}, None),
+        ("se2", {}, None),
+        ("torus", {}, None),
+    ],
+)
+def test_built_in_moves_run_inside_the_kernels_only_where_they_mirror_the_group(monkeypatch, name, options, kind):
+    kernels = require_compiled_kernels()
+    model = liemem.build_model(name, VOCAB, **options)
+    assert lantm_compiled.native_move(model) == kind
+    runs = []
+
+    class Spy:
+        def __getattr__(self, attribute):
+            return getattr(kernels, attribute)
+
+        def ForwardLoop(self, *arguments):
+            loop = kernels.ForwardLoop(*arguments)
+
+            class Loop:
+                def __getattr__(self, attribute):
+                    return getattr(loop, attribute)
+
+                def run(self, *run_arguments):
+                    runs.append(run_arguments[0])
+                    return loop.run(*run_arguments)
+
+            return Loop()
+
+    monkeypatch.setattr(lantm_compiled, "kernels_for", lambda model, projected: Spy())
+    model(*batch()[:1], 5)
+    assert runs == ([] if kind is None else [kind])
+    model.native_moves = False
+    assert lantm_compiled.native_move(model) is None
+    model.native_moves = True
+    monkeypatch.setattr(model.heads, "move", model.heads.move)  # a move replaced on the instance is the user's
+    assert lantm_compiled.native_move(model) is None
+
+
+@pytest.mark.parametrize(
+    "group_name, options", [("translation", {"n": 1}), ("translation", {}), ("translation", {"n": 3}), ("so3", {})]
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_built_in_moves_equal_the_groups_python_moves(group_name, options, dtype):
+    """The kernels' moves against `LieHeads.move` on the same inputs: typical, tiny, huge and zero raw outputs,
+    gates fully open and shut, and heads at random keys."""
+    kernels = require_compiled_kernels()
+    heads = liemem.heads.LieHeads(groups.get(group_name, **options))
+    kind = lantm_compiled.TRANSLATION if group_name == "translation" else lantm_compiled.ROTATION
+    generator = torch.Generator().manual_seed(0)
+    scales = torch.tensor([1.0, 1e-30, 1e-4, 0.3, 3.0, 1e4, 1e30, 0.0], dtype=torch.float64)
+    rows = 16 * len(scales)
+    raw = torch.randn(rows, heads.raw_size, dtype=torch.float64, generator=generator)
+    raw = (raw * scales.repeat_interleave(16)[:, None]).to(dtype)
+    raw[:8, heads.gate_index] = torch.tensor([-1e30, 1e30, -50, 50, 0, -1, 1, 30], dtype=dtype)
+    position = heads.group.key_space.random(rows, dtype=dtype, generator=generator)
+    action = heads.group.random(rows, dtype=dtype, generator=generator)
+    expected = heads.move(raw[:, None], liemem.heads.HeadState(position[:, None], action[:, None]))
+    moved_position, moved_action = position.clone(), action.clone()
+    kernels.native_move(kind, raw, moved_position, moved_action, *lantm_compiled.move_constants(dtype))
+    tolerance = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 2e-6, "atol": 2e-6}
+    torch.testing.assert_close(moved_position, expected.position[:, 0], **tolerance)
+    torch.testing.assert_close(moved_action, expected.action[:, 0], **tolerance)

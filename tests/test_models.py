@@ -98,6 +98,7 @@ FUSED_CASES = {
     "lantm": {},
     "lantm-s": {},
     "slantm": {"group_options": {"angle_bound": True}},
+    "slantm-s": {},
     "se2": {"action_interpolation": True},
     "so3": {"action_interpolation": True, "group_options": {"angle_bound": True}},
     "torus": {},

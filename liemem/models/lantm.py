@@ -22,6 +22,7 @@ from ..config import ConfigError, require_bool, require_choice, require_controll
 from ..controller import Controller
 from ..heads import HeadState, LieHeads
 from ..readout import Readout
+from . import lantm_compiled
 from .base import SequenceModel, initialize_layers
 from .lantm_loop import LieAccessLoop
 from .trace import AccessTrace, appended_slots, pad_slots
@@ -116,8 +117,10 @@ class LieAccessMachine(SequenceModel):
         self.initial_strength = nn.Parameter(torch.zeros(()))
         # The hand-differentiated loop computes the same function as the plain one; turn it off to compare.
         self.fused_loop = True
-        # ... and runs on compiled kernels on the CPU when they build (see liemem.native).
+        # ... and runs on compiled kernels on the CPU when they build (see liemem.native), with the move of the
+        # built-in groups inside them (see lantm_compiled.native_move).
         self.compiled_loop = True
+        self.native_moves = True
         self._compiled_move = self._compiled_jacobian = None  # set by `compile_steps`
         self.reset_parameters(config.init)
 
@@ -176,7 +179,8 @@ class LieAccessMachine(SequenceModel):
         if not compiling.worth_compiling(self.heads.move, *sample):
             return False
         what = f"the {self.config.group} heads' move"
-        self._compiled_move = compiling.CompiledOrEager(self.heads.move, what)
+        if lantm_compiled.native_move(self) is None:  # else the kernels move the heads themselves
+            self._compiled_move = compiling.CompiledOrEager(self.heads.move, what)
         self._compiled_jacobian = compiling.CompiledOrEager(
             compiling.move_jacobian(self.heads), f"the Jacobian of {what}", pad_rows=True
         )

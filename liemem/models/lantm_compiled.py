@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import torch
 
+import groups
+from groups._numerics import AXIS_SOFTENING, SMALL_ANGLE_SQ
+
 from .. import native, weighting
-from ..heads import HeadState
+from ..heads import HeadState, LieHeads
 
 COMPILED_DTYPES = (torch.float32, torch.float64)
 
@@ -22,6 +25,35 @@ def kernels_for(model, projected: torch.Tensor):
     if not model.compiled_loop or projected.device.type != "cpu" or projected.dtype not in COMPILED_DTYPES:
         return None
     return native.lantm_loop()
+
+
+# The moves the kernels have built in, for the groups whose Python they mirror: all of a sequence's steps then run in
+# one call, with no Python per step.
+TRANSLATION, ROTATION = 0, 1
+
+
+def native_move(model) -> int | None:
+    """The built-in move of the kernels that computes `model.heads.move` (TRANSLATION or ROTATION), or None where
+    the group's own Python must run: another group (a subclass included), a learnable angle bound, action
+    interpolation, a replaced `move`, or `model.native_moves` off."""
+    heads = model.heads
+    if not model.native_moves or heads.action_interpolation or type(heads).move is not LieHeads.move:
+        return None
+    if "move" in vars(heads):  # replaced on the instance
+        return None
+    group = heads.group
+    if type(group) is groups.Translation:
+        return TRANSLATION
+    if type(group) is groups.SO3 and not group.angle.learnable:
+        return ROTATION
+    return None
+
+
+def move_constants(dtype: torch.dtype) -> tuple[float, float, float]:
+    """The groups' numerical constants for `dtype`, as the kernels' built-in moves take them: the squared angle
+    below which SO(3)'s exponential uses its series, the rotation axis's softening, and the norm below which a
+    vector projects to the sphere's origin (manifolds._normalize)."""
+    return SMALL_ANGLE_SQ.get(dtype, 1e-3), AXIS_SOFTENING, torch.finfo(dtype).tiny ** 0.5
 
 
 def forward(
@@ -75,22 +107,48 @@ def forward(
         cells, *lstm_saved, keys, values, strengths, *read_saved, raw_size, *columns,
         weighting.inverse_square_eps(projected.dtype), weighting.WEIGHT_FLOOR, weighting.TEMPERATURE_FLOOR,
     )  # fmt: skip
-    control, read_write, move = loop.control, loop.read_write, model.move_for(differentiable)
+    kind = native_move(model)
+    if kind is not None:
+        position_log = new(steps, batch, 2, key_dim)
+        action_log = new(steps, batch, 2, group.identity(dtype=projected.dtype, device=projected.device).numel())
+        loop.run(kind, positions, position_log, action_log, *move_constants(projected.dtype))
+        encoder = HeadState(position_log[:input_length], action_log[:input_length])
+        answer = HeadState(position_log[input_length:, :, :1], action_log[input_length:, :, :1])
+        states_before = encoder, answer
+    else:
+        steps_before = _forward_steps(loop, model.move_for(differentiable), positions, group, input_length, steps)
+        states_before = stacked_states(steps_before, input_length) if differentiable else None
+    ctx.kernels, ctx.columns = kernels, columns
+    ctx.compiled_saved = (cells, *lstm_saved, keys, values, strengths, *read_saved)
+    answers = recurrent[input_length + 1 :]
+    return recurrent, outputs, states_before, answers[..., width:].clone(), answers[..., :width].clone()
+
+
+def stacked_states(states: list[HeadState], input_length: int) -> tuple[HeadState, HeadState]:
+    """Each step's head states before it moved, stacked over time: the input steps' `[L, B, 2, ...]` and the
+    answer steps' `[A, B, 1, ...]`, as `lantm_loop._HeadsReplay` takes them."""
+
+    def stack(part):
+        return HeadState(torch.stack([s.position for s in part]), torch.stack([s.action for s in part]))
+
+    return stack(states[:input_length]), stack(states[input_length:])
+
+
+def _forward_steps(loop, move, positions, group, input_length: int, steps: int) -> list[HeadState]:
+    """The forward loop with the group's Python `move` between the kernels' calls; returns each step's head states
+    before it moved."""
+    control, read_write = loop.control, loop.read_write
     states_before = []
     with torch.inference_mode():
         heads = HeadState.start(positions, group)
         for t in range(steps):
             raw = control(t)
-            if differentiable:
-                states_before.append(heads)
+            states_before.append(heads)
             heads = move(raw, heads)
             read_write(t, heads.position)
             if t + 1 == input_length:  # the answer phase moves the read head only
                 heads = heads.read_head()
-    ctx.kernels, ctx.columns = kernels, columns
-    ctx.compiled_saved = (cells, *lstm_saved, keys, values, strengths, *read_saved)
-    answers = recurrent[input_length + 1 :]
-    return recurrent, outputs, states_before, answers[..., width:].clone(), answers[..., :width].clone()
+    return states_before
 
 
 def backward(ctx, recurrent, outputs, recurrent_weight, step_weight, grad_answer_hidden, grad_answer_reads):

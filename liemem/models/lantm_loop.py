@@ -143,6 +143,7 @@ def _forward_tensor_ops(
                 per_step.append((lstm_saved, temperature_raw, read_saved, written))
     ctx.per_step, ctx.memory = per_step, (keys, values, strengths)
     answers = recurrent[input_length + 1 :]
+    states_before = lantm_compiled.stacked_states(states_before, input_length) if differentiable else None
     return recurrent, outputs, states_before, answers[..., width:].clone(), answers[..., :width].clone()
 
 
@@ -253,24 +254,22 @@ class _HeadsReplay:
     movement depend on it.
     """
 
-    def __init__(self, heads, input_length: int, raws, states_before: list[HeadState], jacobian=None):
+    def __init__(self, heads, input_length: int, raws, states_before: tuple[HeadState, HeadState], jacobian=None):
         steps, batch = raws.shape[:2]
         self.steps, self.input_length, self.batch = steps, input_length, batch
-        key_dim = states_before[0].position.shape[-1]
-        element_shape = states_before[0].action.shape[2:]
+        encoder, answer = states_before  # [L, B, 2, ...] and [A, B, 1, ...] (see `stacked_states`)
+        key_dim = encoder.position.shape[-1]
+        element_shape = encoder.action.shape[3:]
         self.with_action = heads.action_interpolation
         self.output_size = key_dim + (element_shape.numel() if self.with_action else 0)
 
         def flat(encoder, answer):  # encoder steps' two heads, then the answer steps' read head, as one batch axis
             return torch.cat((encoder.flatten(0, 2), answer.flatten(0, 2))).unsqueeze(1)
 
-        encoder, answer = states_before[:input_length], states_before[input_length:]
         leaves = [
             flat(raws[:input_length], raws[input_length:, :, :1]),
-            flat(torch.stack([s.position for s in encoder]), torch.stack([s.position for s in answer])),
-            flat(
-                torch.stack([s.action for s in encoder]).flatten(3), torch.stack([s.action for s in answer]).flatten(3)
-            ),
+            flat(encoder.position, answer.position),
+            flat(encoder.action.flatten(3), answer.action.flatten(3)),
         ]
         self.input_sizes = [x.shape[-1] for x in (leaves if self.with_action else leaves[:2])]
         self.encoder = self.answer = self.output_grads = None

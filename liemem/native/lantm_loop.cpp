@@ -83,6 +83,104 @@ void check_size(const at::Tensor& tensor, const char* name, int64_t dim, int64_t
               ", not ", tensor.size(dim));
 }
 
+template <typename T>
+struct MoveConstants {
+  T small_angle_sq;  // below this squared angle, the Taylor series of the quaternion exponential
+  T axis_softening;  // the rotation axis is raw / sqrt(|raw|^2 + softening^2), as groups._numerics has it
+  T tiny_norm;       // vectors no longer than this count as zero when projected onto the sphere
+};
+
+// The identity action: the zero shift, or the quaternion (1, 0, 0, 0).
+template <typename T>
+void native_identity(int64_t move_kind, T* action, int64_t element) {
+  for (int64_t i = 0; i < element; ++i) action[i] = move_kind == 1 && i == 0 ? T(1) : T(0);
+}
+
+// torch.lerp's formula, exact at both ends.
+template <typename T>
+inline T lerp(T start, T end, T weight) {
+  return weight < T(0.5) ? start + weight * (end - start) : end - (end - start) * (T(1) - weight);
+}
+
+// x / max|x| / |x / max|x|| with a fallback to e_1 for (near) zero x: manifolds._normalize.unit_vectors.
+template <typename T>
+void unit_vector(T* x, int64_t dim, T tiny_norm) {
+  T scale = 0;
+  for (int64_t c = 0; c < dim; ++c) scale = std::max(scale, std::abs(x[c]));
+  if (!(scale > tiny_norm)) {
+    for (int64_t c = 0; c < dim; ++c) x[c] = c == 0 ? T(1) : T(0);
+    return;
+  }
+  T norm_sq = 0;
+  for (int64_t c = 0; c < dim; ++c) {
+    x[c] /= scale;
+    norm_sq += x[c] * x[c];
+  }
+  const T norm = std::sqrt(norm_sq);
+  for (int64_t c = 0; c < dim; ++c) x[c] /= norm;
+}
+
+// a / max(max|a|, 1) / hypot(|a / max(max|a|, 1)|, floor / max(max|a|, 1)): groups._numerics' bounded_vector
+// (floor 1) and soft_unit_axis (floor the axis softening), overflow-safe for huge a.
+template <typename T>
+void bounded(const T* a, T* out, int64_t size, T floor) {
+  T scale = 1;
+  for (int64_t c = 0; c < size; ++c) scale = std::max(scale, std::abs(a[c]));
+  T norm_sq = 0;
+  for (int64_t c = 0; c < size; ++c) {
+    out[c] = a[c] / scale;
+    norm_sq += out[c] * out[c];
+  }
+  const T denominator = std::hypot(std::sqrt(norm_sq), floor / scale);
+  for (int64_t c = 0; c < size; ++c) out[c] /= denominator;
+}
+
+// One head's move, q' = a . pi(lerp(q, pi(k), sigmoid(g))), for the built-in groups whose Python it mirrors
+// (liemem.heads.LieHeads.move with groups.Translation or groups.SO3): raw is (key | action | gate).
+// Kind 0 translates R^d by the bounded shift; kind 1 rotates S^2 by exp(axis * tanh(angle)) as a quaternion.
+template <typename T>
+void native_move(int64_t move_kind, int64_t dim, const T* raw, T* position, T* action,
+                 const MoveConstants<T>& constants) {
+  const T* key = raw;
+  const T gate = sigmoid(raw[move_kind == 0 ? 2 * dim : 2 * dim + 1]);
+  if (move_kind == 0) {
+    bounded(raw + dim, action, dim, T(1));
+    for (int64_t c = 0; c < dim; ++c) position[c] = lerp(position[c], key[c], gate) + action[c];
+    return;
+  }
+  T mixed[3];
+  T unit_key[3] = {key[0], key[1], key[2]};
+  unit_vector(unit_key, 3, constants.tiny_norm);
+  for (int64_t c = 0; c < 3; ++c) mixed[c] = lerp(position[c], unit_key[c], gate);
+  unit_vector(mixed, 3, constants.tiny_norm);
+  T axis[3];
+  bounded(raw + 3, axis, 3, constants.axis_softening);
+  const T angle = std::tanh(raw[6]);
+  T xi[3], theta_sq = 0;
+  for (int64_t c = 0; c < 3; ++c) {
+    xi[c] = axis[c] * angle;
+    theta_sq += xi[c] * xi[c];
+  }
+  T real, factor;
+  if (theta_sq < constants.small_angle_sq) {  // groups.SO3.exp's series
+    real = T(1) - theta_sq / T(8) + theta_sq * theta_sq / T(384);
+    factor = T(0.5) - theta_sq / T(48) + theta_sq * theta_sq / T(3840);
+  } else {
+    const T theta = std::sqrt(theta_sq);
+    real = std::cos(theta / T(2));
+    factor = std::sin(theta / T(2)) / theta;
+  }
+  action[0] = real;
+  for (int64_t c = 0; c < 3; ++c) action[c + 1] = factor * xi[c];
+  // x + w t + v x t with t = 2 v x x (groups.SO3.act).
+  const T* v = action + 1;
+  const T twice[3] = {T(2) * (v[1] * mixed[2] - v[2] * mixed[1]), T(2) * (v[2] * mixed[0] - v[0] * mixed[2]),
+                      T(2) * (v[0] * mixed[1] - v[1] * mixed[0])};
+  const T cross[3] = {v[1] * twice[2] - v[2] * twice[1], v[2] * twice[0] - v[0] * twice[2],
+                      v[0] * twice[1] - v[1] * twice[0]};
+  for (int64_t c = 0; c < 3; ++c) position[c] = mixed[c] + real * twice[c] + cross[c];
+}
+
 // The forward loop of one sequence: a time step is `control(t)`, the group's move (in Python), and
 // `read_write(t, positions)`. The caller allocates every buffer; the loop checks them once, here, and each step
 // then reaches its rows through raw pointers. Row t of each [T, ...] buffer belongs to step t: `recurrent` row t
@@ -195,11 +293,65 @@ class ForwardLoop {
                 "lantm_loop: read_write needs head positions [batch, heads, key_dim]");
     TORCH_CHECK(positions.scalar_type() == gates_.scalar_type() && positions.device().is_cpu(),
                 "lantm_loop: head positions must have the memory's dtype and device");
-    if (writing) at::tanh_out(value_slot_views_[t], value_raw_views_[t]);
     AT_DISPATCH_FLOATING_TYPES(gates_.scalar_type(), "read_write", [&] { read_write_step<scalar_t>(t, positions); });
   }
 
+ // The whole sequence, with a move built in (see `native_move`) instead of the group's Python: `positions`
+  // [B, 2, d] are the heads' starting positions; `position_log` [T, B, 2, d] and `action_log` [T, B, 2, e]
+  // receive each step's head states before it moved (from the answer phase on, head 0 only).
+  void run(int64_t move_kind, const at::Tensor& positions, at::Tensor position_log, at::Tensor action_log,
+           double small_angle_sq, double axis_softening, double tiny_norm) {
+    const int64_t element = move_kind == kTranslation ? dim_ : 4;
+    TORCH_CHECK(move_kind == kTranslation || (move_kind == kRotation && dim_ == 3), "lantm_loop: unknown move");
+    TORCH_CHECK(raw_size_ == 2 * dim_ + 1 + (move_kind == kRotation ? 1 : 0), "lantm_loop: raw_size ", raw_size_,
+                " does not fit the move");
+    check_buffer(position_log, "position_log", gates_, 4);
+    check_buffer(action_log, "action_log", gates_, 4);
+    const std::vector<int64_t> log_shape = {steps_, batch_, 2, dim_}, action_shape = {steps_, batch_, 2, element};
+    for (int d = 0; d < 4; ++d) {
+      check_size(position_log, "position_log", d, log_shape[d]);
+      check_size(action_log, "action_log", d, action_shape[d]);
+    }
+    TORCH_CHECK(positions.dim() == 3 && positions.size(0) == batch_ && positions.size(1) == 2 &&
+                    positions.size(2) == dim_ && positions.scalar_type() == gates_.scalar_type(),
+                "lantm_loop: run needs starting positions [batch, 2, key_dim] of the memory's dtype");
+    AT_DISPATCH_FLOATING_TYPES(gates_.scalar_type(), "run", [&] {
+      run_steps<scalar_t>(move_kind, positions.contiguous(), position_log, action_log, small_angle_sq,
+                          axis_softening, tiny_norm);
+    });
+  }
+
+  static constexpr int64_t kTranslation = 0, kRotation = 1;
+
  private:
+  template <typename T>
+  void run_steps(int64_t move_kind, const at::Tensor& start, at::Tensor& position_log, at::Tensor& action_log,
+                 double small_angle_sq, double axis_softening, double tiny_norm) {
+    const int64_t batch = batch_, dim = dim_, element = action_log.size(3);
+    // The heads' current states, [B, 2, d] and [B, 2, e]; the answer phase uses head 0 only.
+    std::vector<T> position(start.data_ptr<T>(), start.data_ptr<T>() + batch * 2 * dim), action(batch * 2 * element);
+    for (int64_t i = 0; i < batch * 2; ++i) native_identity<T>(move_kind, action.data() + i * element, element);
+    const MoveConstants<T> constants{static_cast<T>(small_angle_sq), static_cast<T>(axis_softening),
+                                     static_cast<T>(tiny_norm)};
+    for (int64_t t = 0; t < steps_; ++t) {
+      const int64_t heads = t < input_length_ ? 2 : 1;
+      control_step<T>(t);
+      T* position_row = position_log.data_ptr<T>() + t * batch * 2 * dim;
+      T* action_row = action_log.data_ptr<T>() + t * batch * 2 * element;
+      std::copy(position.begin(), position.end(), position_row);
+      std::copy(action.begin(), action.end(), action_row);
+      const T* raw = data<T>(kOutputs) + t * batch * projection_;
+      for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t h = 0; h < heads; ++h) {
+          const int64_t head = b * 2 + h;
+          native_move<T>(move_kind, dim, raw + b * projection_ + h * raw_size_, position.data() + head * dim,
+                         action.data() + head * element, constants);
+        }
+      }
+      read_write_rows<T>(t, position.data(), 2 * dim, dim, 1);
+    }
+  }
+
   void check_step(int64_t t) const {
     TORCH_CHECK(t >= 0 && t < steps_, "lantm_loop: step ", t, " out of range [0, ", steps_, ")");
   }
@@ -252,6 +404,13 @@ class ForwardLoop {
 
   template <typename T>
   void read_write_step(int64_t t, const at::Tensor& positions) {
+    read_write_rows<T>(t, positions.data_ptr<T>(), positions.stride(0), positions.stride(1), positions.stride(2));
+  }
+
+  template <typename T>
+  void read_write_rows(int64_t t, const T* position_data, int64_t position_batch, int64_t position_head,
+                       int64_t position_coordinate) {
+    if (t < input_length_) at::tanh_out(value_slot_views_[t], value_raw_views_[t]);  // the value it writes
     const bool writing = t < input_length_;
     const bool softmax = temperature_column_ >= 0;
     const int64_t batch = batch_, dim = dim_, width = width_, capacity = capacity_, projection = projection_;
@@ -259,9 +418,6 @@ class ForwardLoop {
     T* __restrict__ key_data = data<T>(kKeys);
     const T* value_data = data<T>(kValues);
     T* __restrict__ strength_data = data<T>(kStrengths);
-    const T* position_data = positions.data_ptr<T>();
-    const int64_t position_batch = positions.stride(0), position_head = positions.stride(1);
-    const int64_t position_coordinate = positions.stride(2);
     const T* output = data<T>(kOutputs) + t * batch * projection;
     T* read_data = data<T>(kRecurrent) + (t + 1) * batch * (width + size_);
     T* query_data = data<T>(kQueries) + t * batch * dim;
@@ -326,7 +482,7 @@ class ForwardLoop {
         for (int64_t i = 0; i < slots; ++i) sum += weight[i] * coordinate[i];
         out[j] = sum;
       }
-      if (writing) {  // the value was written by read_write, before this
+      if (writing) {  // its value was written above, before the read
         const T* writer = position + position_head;
         T* written_key = key_data + b * dim * capacity + t + 1;
         for (int64_t c = 0; c < dim; ++c) written_key[c * capacity] = writer[c * position_coordinate];
@@ -573,6 +729,31 @@ std::vector<at::Tensor> backward_loop(
 
 }  // namespace
 
+// `native_move` on tensors, for tests: raw [N, raw], positions [N, d] and actions [N, e] (float64 or float32),
+// moved in place.
+void native_move_tensors(int64_t move_kind, const at::Tensor& raw, at::Tensor positions, at::Tensor actions,
+                         double small_angle_sq, double axis_softening, double tiny_norm) {
+  TORCH_CHECK(move_kind == 0 || move_kind == 1, "lantm_loop: unknown move");
+  for (const at::Tensor* tensor : std::initializer_list<const at::Tensor*>{&raw, &positions, &actions}) {
+    TORCH_CHECK(tensor->dim() == 2 && tensor->is_contiguous() && tensor->scalar_type() == raw.scalar_type() &&
+                    tensor->size(0) == raw.size(0),
+                "lantm_loop: native_move needs contiguous [N, ...] tensors of one dtype");
+  }
+  const int64_t dim = positions.size(1);
+  TORCH_CHECK(move_kind == 0 || dim == 3, "lantm_loop: rotations move keys of S^2");
+  TORCH_CHECK(raw.size(1) == 2 * dim + 1 + move_kind && actions.size(1) == (move_kind == 0 ? dim : 4),
+              "lantm_loop: native_move got raw outputs or actions of the wrong size");
+  AT_DISPATCH_FLOATING_TYPES(raw.scalar_type(), "native_move", [&] {
+    const MoveConstants<scalar_t> constants{static_cast<scalar_t>(small_angle_sq),
+                                            static_cast<scalar_t>(axis_softening), static_cast<scalar_t>(tiny_norm)};
+    for (int64_t n = 0; n < raw.size(0); ++n) {
+      native_move<scalar_t>(move_kind, dim, raw.data_ptr<scalar_t>() + n * raw.size(1),
+                            positions.data_ptr<scalar_t>() + n * dim, actions.data_ptr<scalar_t>() + n * actions.size(1),
+                            constants);
+    }
+  });
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   pybind11::class_<ForwardLoop>(module, "ForwardLoop")
       .def(pybind11::init<int64_t, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -580,6 +761,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
                           at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t,
                           int64_t, int64_t, int64_t, double, double, double>())
       .def("control", &ForwardLoop::control)
-      .def("read_write", &ForwardLoop::read_write);
+      .def("read_write", &ForwardLoop::read_write)
+      .def("run", &ForwardLoop::run);
+  module.def("native_move", &native_move_tensors);
   module.def("backward_loop", &backward_loop);
 }
