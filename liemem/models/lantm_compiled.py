@@ -9,6 +9,8 @@ Tests check that it agrees with the tensor-operation loop and with the plain aut
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 import groups
@@ -110,7 +112,7 @@ def forward(
     kind = native_move(model)
     if kind is not None:
         position_log = new(steps, batch, 2, key_dim)
-        action_log = new(steps, batch, 2, group.identity(dtype=projected.dtype, device=projected.device).numel())
+        action_log = new(steps, batch, 2, math.prod(group.element_shape))
         loop.run(kind, positions, position_log, action_log, *move_constants(projected.dtype))
         encoder = HeadState(position_log[:input_length], action_log[:input_length])
         answer = HeadState(position_log[input_length:, :, :1], action_log[input_length:, :, :1])
