@@ -4,6 +4,7 @@ switches that turn them off, fallbacks when they cannot be built, and clear erro
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import pytest
@@ -388,11 +389,13 @@ def test_built_in_moves_equal_the_groups_python_moves(group_name, options, dtype
     raw = torch.randn(rows, heads.raw_size, dtype=torch.float64, generator=generator)
     raw = (raw * scales.repeat_interleave(16)[:, None]).to(dtype)
     raw[:8, heads.gate_index] = torch.tensor([-1e30, 1e30, -50, 50, 0, -1, 1, 30], dtype=dtype)
+    raw[8, 0] = raw[9, heads.gate_index - 1] = raw[10, heads.gate_index] = math.nan  # NaNs carry through
     position = heads.group.key_space.random(rows, dtype=dtype, generator=generator)
     action = heads.group.random(rows, dtype=dtype, generator=generator)
     expected = heads.move(raw[:, None], liemem.heads.HeadState(position[:, None], action[:, None]))
     moved_position, moved_action = position.clone(), action.clone()
     kernels.native_move(kind, raw, moved_position, moved_action, *lantm_compiled.move_constants(dtype))
     tolerance = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 2e-6, "atol": 2e-6}
-    torch.testing.assert_close(moved_position, expected.position[:, 0], **tolerance)
-    torch.testing.assert_close(moved_action, expected.action[:, 0], **tolerance)
+    assert expected.position[8:11].isnan().any(dim=-1).all()
+    torch.testing.assert_close(moved_position, expected.position[:, 0], equal_nan=True, **tolerance)
+    torch.testing.assert_close(moved_action, expected.action[:, 0], equal_nan=True, **tolerance)

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -103,10 +104,19 @@ inline T lerp(T start, T end, T weight) {
 }
 
 // x / max|x| / |x / max|x|| with a fallback to e_1 for (near) zero x: manifolds._normalize.unit_vectors.
+// A NaN anywhere gives NaNs, as there: a diverging run must show in its loss.
 template <typename T>
 void unit_vector(T* x, int64_t dim, T tiny_norm) {
   T scale = 0;
-  for (int64_t c = 0; c < dim; ++c) scale = std::max(scale, std::abs(x[c]));
+  bool has_nan = false;
+  for (int64_t c = 0; c < dim; ++c) {
+    scale = std::max(scale, std::abs(x[c]));
+    has_nan = has_nan || std::isnan(x[c]);
+  }
+  if (has_nan) {
+    for (int64_t c = 0; c < dim; ++c) x[c] = std::numeric_limits<T>::quiet_NaN();
+    return;
+  }
   if (!(scale > tiny_norm)) {
     for (int64_t c = 0; c < dim; ++c) x[c] = c == 0 ? T(1) : T(0);
     return;
@@ -182,7 +192,7 @@ void native_move(int64_t move_kind, int64_t dim, const T* raw, T* position, T* a
 }
 
 // The forward loop of one sequence: a time step is `control(t)`, the group's move (in Python), and
-// `read_write(t, positions)`. The caller allocates every buffer; the loop checks them once, here, and each step
+// `read_write(t, positions)`; or, for a move built in here, `run` takes every step in one call. The caller allocates every buffer; the loop checks them once, here, and each step
 // then reaches its rows through raw pointers. Row t of each [T, ...] buffer belongs to step t: `recurrent` row t
 // is step t's recurrent input [r_{t-1}; h_{t-1}] (row 0 the initial state), `cells` row t the cell before it,
 // `outputs` row t the projection of h_t; `sigmoids`, `candidates` and `squashed` (tanh of the new cell) are the
