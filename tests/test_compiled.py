@@ -194,12 +194,13 @@ def test_compile_steps_compiles_rotations_not_translations(monkeypatch):
     plain = liemem.build_model("slantm", VOCAB)
     plain.fused_loop = False
     assert not plain.compile_steps()  # only the fused loops call the compiled functions
-    # A group with trainable parameters: its gradients come from an autograd replay of the moves.
-    assert not liemem.build_model("slantm", VOCAB, group_options={"angle_bound": True}).compile_steps()
+    # A group with trainable parameters: its move compiles, its gradients come from an autograd replay.
+    assert liemem.build_model("slantm", VOCAB, group_options={"angle_bound": True}).compile_steps()
     assert compiled == [
         "the Jacobian of the so3 heads' move",
         "the so3 heads' move",
         "the Jacobian of the so3 heads' move",
+        "the so3 heads' move",
     ]
 
 
@@ -399,3 +400,18 @@ def test_built_in_moves_equal_the_groups_python_moves(group_name, options, dtype
     assert expected.position[8:11].isnan().any(dim=-1).all()
     torch.testing.assert_close(moved_position, expected.position[:, 0], equal_nan=True, **tolerance)
     torch.testing.assert_close(moved_action, expected.action[:, 0], equal_nan=True, **tolerance)
+
+
+def test_a_compiled_move_with_a_learnable_bound_gives_the_eager_gradients():
+    """SLANTM with a learnable angle bound compiles its move but not its Jacobians: the bound's gradient comes
+    from the autograd replay, and equals the eager one."""
+    model = perturbed("slantm", group_options={"angle_bound": True})
+    inputs, targets = batch(size=4, length=6)
+    eager = loss_and_grads(model, inputs, targets)
+    assert model.compile_steps()
+    assert model._compiled_move is not None and model._compiled_jacobian is None
+    fast = loss_and_grads(model, inputs, targets)
+    torch.testing.assert_close(fast[0], eager[0], rtol=1e-5, atol=1e-6)
+    assert eager[1]["heads.group.angle.bound_logit"].abs() > 0
+    for key, grad in eager[1].items():
+        torch.testing.assert_close(fast[1][key], grad, rtol=1e-3, atol=1e-5, msg=key)

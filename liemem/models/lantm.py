@@ -164,27 +164,26 @@ class LieAccessMachine(SequenceModel):
 
     def compile_steps(self) -> bool:
         """Compile, with `torch.compile`, what the fused loops of training passes call: the heads' per-step `move`
-        and the Jacobians of all of a sequence's movements (one call per training step). Only where the group's
-        move makes enough tensor calls for compiling to pay back its seconds (see `liemem.compiling`), and not for
-        groups with trainable parameters, whose gradients come from an autograd replay of the moves. Return
-        whether it compiled. Off when `liemem.native.enabled()` is false or `compiled_loop` is; a function that
-        fails to compile runs eagerly."""
+        (unless the kernels move the heads themselves) and the Jacobians of all of a sequence's movements (one call
+        per training step; not for groups with trainable parameters, whose gradients come from an autograd replay
+        of the moves). Only where the group's move makes enough tensor calls for compiling to pay back its
+        seconds (see `liemem.compiling`). Return whether anything was compiled. Off when
+        `liemem.native.enabled()` is false or `compiled_loop` is; a function that fails to compile runs eagerly."""
         self._compiled_move = self._compiled_jacobian = None
         if not (native.enabled() and self.compiled_loop and self.fused_loop_applies):
-            return False
-        if any(p.requires_grad for p in self.group.parameters()):
             return False
         positions = self.initial_positions.detach()
         sample = (positions.new_zeros(2, 2, self.heads.raw_size), self.heads.initial_state(positions, 2))
         if not compiling.worth_compiling(self.heads.move, *sample):
             return False
         what = f"the {self.config.group} heads' move"
-        if lantm_compiled.native_move(self) is None:  # else the kernels move the heads themselves
+        if lantm_compiled.native_move(self) is None:
             self._compiled_move = compiling.CompiledOrEager(self.heads.move, what)
-        self._compiled_jacobian = compiling.CompiledOrEager(
-            compiling.move_jacobian(self.heads), f"the Jacobian of {what}", pad_rows=True
-        )
-        return True
+        if not any(p.requires_grad for p in self.group.parameters()):
+            self._compiled_jacobian = compiling.CompiledOrEager(
+                compiling.move_jacobian(self.heads), f"the Jacobian of {what}", pad_rows=True
+            )
+        return self._compiled_move is not None or self._compiled_jacobian is not None
 
     def __getstate__(self):
         # A compiled function neither copies nor pickles; a copy compiles its own with `compile_steps`.

@@ -3,7 +3,8 @@
 `LieAccessLoop` runs this when `compiled_loop` is on, the tensors are float32 or float64 on the CPU and the
 kernels of `liemem.native` are built. A forward step is a call for the controller, the group's `move` (in
 Python, as a user wrote it), and a call for the read and the write, on a `ForwardLoop` that holds the
-sequence's buffers; the whole backward pass is one call, given the heads' Jacobians from `_HeadsReplay`.
+sequence's buffers; for the built-in groups whose moves the kernels mirror (`native_move`), the whole forward pass
+is one call. The whole backward pass is one call, given the heads' Jacobians from `_HeadsReplay`.
 Tests check that it agrees with the tensor-operation loop and with the plain autograd one.
 """
 
