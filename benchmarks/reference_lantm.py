@@ -62,14 +62,15 @@ class ReferenceLANTM(nn.Module):
     """LANTM with key space R^2, translation actions and inverse-square reads, one time step at a time.
 
     `forward(inputs, answer_length)`: token ids `[batch, input_length]` in `[0, vocab_size)` give logits
-    `[batch, answer_length, vocab_size]`. After the inputs, the controller sees `answer_length` copies of a
-    placeholder symbol (embedding row `vocab_size`); memory is written during the input steps only.
+    `[batch, answer_length, vocab_size]`. The controller reads every input token but the last, then sees the
+    last one (the separator) at each of the `answer_length` answer steps; memory is written during the input
+    steps only. The initial read vector and slot value are the tanh of learned vectors.
     """
 
     def __init__(self, vocab_size: int):
         super().__init__()
         self.vocab_size = vocab_size
-        self.embedding = nn.Embedding(vocab_size + 1, EMBEDDING_SIZE)
+        self.embedding = nn.Embedding(vocab_size, EMBEDDING_SIZE)
         self.lstm = nn.LSTMCell(EMBEDDING_SIZE + VALUE_SIZE, HIDDEN_SIZE)
 
         self.read_random_key = nn.Linear(HIDDEN_SIZE, KEY_SIZE)
@@ -99,17 +100,17 @@ class ReferenceLANTM(nn.Module):
         self.initial_strength = nn.Parameter(torch.zeros(1))
 
     def forward(self, inputs: torch.Tensor, answer_length: int) -> torch.Tensor:
-        batch, input_length = inputs.shape
-        placeholders = inputs.new_full((batch, answer_length), self.vocab_size)
-        stream = torch.cat([inputs, placeholders], dim=1)
+        batch, input_length = inputs.shape[0], inputs.shape[1] - 1
+        separators = inputs[:, -1:].expand(batch, answer_length)
+        stream = torch.cat([inputs[:, :-1], separators], dim=1)
 
         hidden = self.initial_hidden.expand(batch, HIDDEN_SIZE)
         cell = self.initial_cell.expand(batch, HIDDEN_SIZE)
-        read_vector = self.initial_read.expand(batch, VALUE_SIZE)
+        read_vector = torch.tanh(self.initial_read).expand(batch, VALUE_SIZE)
         read_head = self.initial_read_head.expand(batch, KEY_SIZE)
         write_head = self.initial_write_head.expand(batch, KEY_SIZE)
         keys = self.initial_key.expand(batch, 1, KEY_SIZE)
-        values = self.initial_value.expand(batch, 1, VALUE_SIZE)
+        values = torch.tanh(self.initial_value).expand(batch, 1, VALUE_SIZE)
         strengths = torch.sigmoid(self.initial_strength + INITIAL_STRENGTH_OFFSET).expand(batch, 1)
 
         logits = []

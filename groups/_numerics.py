@@ -10,10 +10,10 @@ import torch
 # half-angle form (no cancellation), so the switch only has to avoid 0/0 and keep gradients accurate.
 SMALL_ANGLE_SQ = {torch.float64: 1e-6, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
-# Softening for axis normalisation: the axis is raw / sqrt(|raw|^2 + eps^2), within 5e-7 of unit length for
-# |raw| > 0.1 (a linear layer's outputs are rarely all smaller), and its gradient is bounded by 1 / eps
-# instead of diverging at raw = 0, where the paper's normalisation has no direction to give.
-AXIS_SOFTENING = 1e-4
+# Softening for axis normalisation: the axis is raw / sqrt(|raw|^2 + eps^2), the authors' `Normalize(2)` (eps^2 =
+# 1e-10), within 5e-7 of unit length for |raw| > 0.01, and its gradient is bounded by 1 / eps instead of
+# diverging at raw = 0, where an exact normalisation has no direction to give.
+AXIS_SOFTENING = 1e-5
 
 
 def small_angle_mask(theta_sq: torch.Tensor) -> torch.Tensor:
@@ -52,8 +52,8 @@ def _max_abs(raw: torch.Tensor) -> torch.Tensor:
 class AngleBound(torch.nn.Module):
     """Maps an unconstrained scalar to a rotation angle: tanh(z), optionally times a learnable bound.
 
-    With `learnable=True` the bound is pi * sigmoid(b - 5), starting near 0.021 rad (b = 0), as in the
-    paper's angle-bounded SLANTM.
+    With `learnable=True` the bound is pi * sigmoid(b - 5), as in the paper's angle-bounded SLANTM, with b drawn
+    uniformly from [-1, 1] as the authors' code draws it: the bound starts between 0.008 and 0.057 rad.
     """
 
     def __init__(self, learnable: bool = False):
@@ -62,7 +62,7 @@ class AngleBound(torch.nn.Module):
             raise ValueError(f"angle_bound must be True or False, got {learnable!r}")
         self.learnable = learnable
         if self.learnable:
-            self.bound_logit = torch.nn.Parameter(torch.zeros(()))
+            self.bound_logit = torch.nn.Parameter(torch.empty(()).uniform_(-1.0, 1.0))
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         """The angle for each entry of `raw`."""

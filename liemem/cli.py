@@ -223,7 +223,8 @@ def run_eval(args) -> None:
     sizes = parse_lengths(args.lengths, "--lengths") if args.lengths else config.test_lengths
     count = config.eval_samples if args.n is None else _count("eval", args.n)
     seed = config.eval_seed if args.seed is None else _seed("eval", args.seed)
-    scores = evaluate(model, task, task.check_sizes(sizes, "--lengths"), count, seed, config.batch_size)
+    sizes = task.check_sizes(sizes, "--lengths")
+    scores = evaluate(model, task, sizes, count, seed, config.batch_size, one_length=config.one_length_per_batch)
     result = {"task": config.task, "model": config.model, "step": step, "lengths": list(sizes), "seed": seed}
     print(json.dumps({**result, **scores.as_dict()}))
 

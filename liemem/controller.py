@@ -44,6 +44,11 @@ class Controller(nn.Module):
         gates = 4 * hidden_size if kind == "lstm" else hidden_size
         self.input_weight = nn.Parameter(torch.empty(gates, input_size))
         self.bias = nn.ParameterList([nn.Parameter(torch.empty(gates)) for _ in range(layers)])
+        # The authors' LSTM layer is two linear layers, each with a bias; kept as two parameters because RMSProp
+        # moves each by a full step, so one bias in their place would learn at half the pace.
+        self.hidden_bias = nn.ParameterList(
+            [nn.Parameter(torch.empty(gates)) for _ in range(layers if kind == "lstm" else 0)]
+        )
         first_recurrent = read_size + (hidden_size if kind == "lstm" else 0)
         self.recurrent_weight = nn.ParameterList(
             [nn.Parameter(torch.empty(gates, first_recurrent))]
@@ -55,21 +60,46 @@ class Controller(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self, scheme: str = "default") -> None:
-        """'default': uniform in +-1/sqrt(hidden), as `nn.LSTM`; 'uniform': uniform in [-1, 1] (paper, A.1).
+        """Initialise as the authors' code does (`layers/lstm.lua`, `train.lua`'s `reinit_params`).
 
-        Both set the forget-gate bias to 1, and start the learned initial state at 0.
+        There an LSTM layer is two linear layers, one on its input ([embed(x_t); r_{t-1}], or the layer below)
+        and one on h_{t-1}, each with its own bias (here `bias` and `hidden_bias`), which add up. 'default' is
+        each of those layers' own initialisation: weights and bias uniform in +-1/sqrt(fan_in), the fan-in being
+        the input's width or the hidden size, and no forget-gate offset. 'uniform' (the paper's table A.1)
+        draws every weight and bias from [-1, 1], then sets each of the two forget-gate biases to 1: the summed
+        bias starts at 2. The learned initial state starts uniform in [-1, 1], as the bias of the one-input
+        linear layer that the authors' code makes it with.
         """
         require_choice("Controller", "init", scheme, INIT_SCHEMES)
-        bound = 1.0 / math.sqrt(self.hidden_size) if scheme == "default" else 1.0
+        hidden = self.hidden_size
+        read_size = self.recurrent_weight[0].shape[1] - (hidden if self.kind == "lstm" else 0)
+        input_fan_in = self.input_weight.shape[1] + read_size
+
+        def bound(fan_in: int) -> float:
+            return 1.0 / math.sqrt(fan_in) if scheme == "default" else 1.0
+
         with torch.no_grad():
-            for weight in [self.input_weight, *self.bias, *self.recurrent_weight]:
-                weight.uniform_(-bound, bound)
+            for layer in range(self.layers):
+                below = bound(input_fan_in if layer == 0 else hidden)
+                weight = self.recurrent_weight[layer]
+                if layer == 0:
+                    self.input_weight.uniform_(-below, below)
+                    weight[:, :read_size].uniform_(-below, below)
+                    weight[:, read_size:].uniform_(-bound(hidden), bound(hidden))
+                else:
+                    weight[:, :hidden].uniform_(-below, below)
+                    weight[:, hidden:].uniform_(-bound(hidden), bound(hidden))
+                bias = self.bias[layer]
+                bias.uniform_(-below, below)
+                if self.kind == "lstm":
+                    hidden_bias = self.hidden_bias[layer]
+                    hidden_bias.uniform_(-bound(hidden), bound(hidden))
+                    if scheme == "uniform":
+                        bias[hidden : 2 * hidden] = 1.0
+                        hidden_bias[hidden : 2 * hidden] = 1.0
             if self.kind == "lstm":
-                for bias in self.bias:
-                    bias[self.hidden_size : 2 * self.hidden_size] = 1.0
-            if self.kind == "lstm":
-                self.initial_hidden.zero_()
-                self.initial_cell.zero_()
+                self.initial_hidden.uniform_(-1.0, 1.0)
+                self.initial_cell.uniform_(-1.0, 1.0)
 
     def initial_state(self, batch: int) -> ControllerState:
         """The learned initial state, expanded to `batch` rows (empty for a feed-forward controller)."""
@@ -79,8 +109,11 @@ class Controller(nn.Module):
         return ControllerState(hidden, tuple(c.expand(batch, -1) for c in self.initial_cell))
 
     def project_inputs(self, embedded: torch.Tensor) -> torch.Tensor:
-        """The first layer's input term and bias for every step at once: `[time, batch, gates]`."""
-        return torch.nn.functional.linear(embedded, self.input_weight, self.bias[0])
+        """The first layer's input term and biases for every step at once: `[time, batch, gates]`."""
+        return torch.nn.functional.linear(embedded, self.input_weight, self._biases(0))
+
+    def _biases(self, layer: int) -> torch.Tensor:
+        return self.bias[layer] + self.hidden_bias[layer] if self.kind == "lstm" else self.bias[layer]
 
     def step(
         self, projected_input: torch.Tensor, read: torch.Tensor, state: ControllerState
@@ -96,7 +129,7 @@ class Controller(nn.Module):
         layer_input, pre = read, projected_input
         for layer in range(self.layers):
             if layer > 0:
-                pre = self.bias[layer]
+                pre = self._biases(layer)
             recurrent = torch.cat((layer_input, state.hidden[layer]), dim=1)
             h, c = lstm_cell(torch.addmm(pre, recurrent, self.recurrent_weight[layer].t()), state.cell[layer])
             hidden.append(h)

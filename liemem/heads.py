@@ -5,8 +5,9 @@ interpolation, a second gate). The new position is
 
     q' = a . pi(g * k~ + (1 - g) * q)
 
-with k~ = pi(raw key), a = group.from_controller(raw action), and pi the key space's projection; g is the
-weight of random access (the paper's 1 - t). With action interpolation the action is first moved from the
+with k~ = pi(raw key), a = group.from_controller(raw action), and pi the key space's `soft_project` (its
+projection, softened near the sphere's centre as the authors' code does); g is the weight of random access
+(the paper's 1 - t). With action interpolation the action is first moved from the
 previous one toward the new one, a = group.interpolate(a_prev, a, r), so that it works for every group. For
 translations this is appendix B's straight line r a + (1 - r) a_prev; for SO(3) it is slerp, the geodesic
 between the two rotations, where the appendix interpolates axis and angle separately. A group that wants
@@ -71,7 +72,7 @@ class LieHeads(nn.Module):
 
     def move(self, raw: torch.Tensor, state: HeadState) -> HeadState:
         """The heads after one step of the rule in the module docstring."""
-        project = self.group.key_space.project
+        project = self.group.key_space.soft_project
         key, action, gate, *action_gate = raw.split_with_sizes(self._sizes, dim=-1)
         mixed = project(torch.lerp(state.position, project(key), torch.sigmoid(gate)))
         action = self.group.from_controller(action)

@@ -18,3 +18,14 @@ def unit_vectors(x: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
     norm = torch.linalg.vector_norm(scaled, dim=-1, keepdim=True)
     unit = scaled / torch.where(is_zero, torch.ones_like(norm), norm)
     return torch.where(is_zero, fallback, unit)
+
+
+def soft_unit_vectors(x: torch.Tensor, softening: float) -> torch.Tensor:
+    """x / sqrt(|x|^2 + softening^2) along the last axis: a unit vector for |x| >> softening, tending to 0 with x.
+
+    Its derivative is bounded by 1 / softening, where x / |x| has none near 0. Dividing by max(max|x|, 1)
+    first keeps the squared norm from overflowing for huge inputs; a NaN anywhere gives NaNs.
+    """
+    scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    scaled = x / scale
+    return scaled / torch.hypot(torch.linalg.vector_norm(scaled, dim=-1, keepdim=True), softening / scale)

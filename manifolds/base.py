@@ -54,6 +54,14 @@ class KeySpace(torch.nn.Module, abc.ABC):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """The projection pi from ambient coordinates onto the key space (paper, section 4.3)."""
 
+    def soft_project(self, x: torch.Tensor) -> torch.Tensor:
+        """pi as the heads apply it to random-access keys and to mixed positions, every step of training.
+
+        `project` itself by default. A space where pi has no bounded derivative (the sphere at 0, where a mix
+        of two nearly opposite keys lands) overrides it with a softened pi whose gradient stays bounded.
+        """
+        return self.project(x)
+
     @abc.abstractmethod
     def random(
         self,

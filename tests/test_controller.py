@@ -25,7 +25,8 @@ def test_controller_step_is_an_lstm_cell_on_input_and_read(dtype):
         controller.input_weight.copy_(reorder(reference.weight_ih[:, :embed], hidden))
         recurrent = torch.cat((reference.weight_ih[:, embed:], reference.weight_hh), dim=1)
         controller.recurrent_weight[0].copy_(reorder(recurrent, hidden))
-        controller.bias[0].copy_(reorder(reference.bias_ih + reference.bias_hh, hidden))
+        controller.bias[0].copy_(reorder(reference.bias_ih, hidden))
+        controller.hidden_bias[0].copy_(reorder(reference.bias_hh, hidden))
         controller.initial_hidden.normal_()
         controller.initial_cell.normal_()
     x = torch.randn(batch, embed, dtype=dtype)
@@ -44,13 +45,39 @@ def test_lstm_cell_gradcheck():
     assert torch.autograd.gradcheck(fused.lstm_cell, (gates, cell))
 
 
-def test_forget_bias_starts_at_one_and_initial_state_at_zero():
-    for scheme in ("default", "uniform"):
-        controller = Controller(4, 2, 3)
-        controller.reset_parameters(scheme)
-        assert torch.equal(controller.bias[0][3:6], torch.ones(3))
-        assert not controller.initial_hidden.any() and not controller.initial_cell.any()
-    assert Controller(4, 2, 3).recurrent_weight[0].abs().max() <= 1 / 3**0.5  # torch's LSTM bound 1/sqrt(H)
+def test_default_initialisation_is_the_authors_two_linear_layers():
+    # layers/lstm.lua: Linear(embed + read -> 4H) on the input and Linear(H -> 4H) on h, each +-1/sqrt(fan_in),
+    # biases adding up, and no forget-gate offset unless the weights are reinitialised (train.lua).
+    torch.manual_seed(0)
+    embed, read, hidden = 30, 34, 100
+    controller = Controller(embed, read, hidden)
+    input_bound, hidden_bound = 1 / (embed + read) ** 0.5, 1 / hidden**0.5
+    for block, bound in (
+        (controller.input_weight, input_bound),
+        (controller.recurrent_weight[0][:, :read], input_bound),
+        (controller.recurrent_weight[0][:, read:], hidden_bound),
+    ):
+        assert block.abs().max() <= bound and block.abs().max() > 0.95 * bound
+    for bias, bound in ((controller.bias[0], input_bound), (controller.hidden_bias[0], hidden_bound)):
+        assert bias.abs().max() <= bound and bias.abs().max() > 0.9 * bound
+        assert abs(float(bias[hidden : 2 * hidden].detach().mean())) < 0.3 * bound  # no forget-gate offset
+    for state in (controller.initial_hidden, controller.initial_cell):
+        assert state.abs().max() <= 1 and state.abs().max() > 0.9
+
+
+def test_uniform_initialisation_sets_both_forget_biases_to_one():
+    torch.manual_seed(0)
+    controller = Controller(4, 2, 50, layers=2)
+    controller.reset_parameters("uniform")
+    for layer in range(2):
+        for bias in (controller.bias[layer], controller.hidden_bias[layer]):
+            assert torch.equal(bias[50:100], torch.ones(50))  # the summed forget bias starts at 2
+            others = torch.cat((bias[:50], bias[100:]))
+            assert others.abs().max() <= 1 and others.abs().max() > 0.9
+        weight = controller.recurrent_weight[layer]
+        assert weight.abs().max() <= 1 and weight.abs().max() > 0.99
+    with pytest.raises(ValueError, match="init"):
+        controller.reset_parameters("normal")
 
 
 def test_stacked_and_feedforward_controllers():

@@ -89,16 +89,30 @@ def test_so3_from_controller_follows_paper():
     angle = math.tanh(0.3)
     np.testing.assert_allclose(moved.numpy(), [math.cos(angle), math.sin(angle), 0.0], atol=1e-6)
     bounded = groups.get("so3", angle_bound=True)
-    start = math.pi / (1 + math.exp(5))  # pi * sigmoid(0 - 5), about 0.021 rad
-    log = bounded.log(bounded.from_controller(torch.tensor([0.0, 0.0, 1.0, 50.0], dtype=F64)))
-    assert math.isclose(float(log.detach().norm()), start, rel_tol=1e-6)
+    saturated = torch.tensor([0.0, 0.0, 1.0, 50.0], dtype=F64)  # tanh(50) = 1: the angle is the bound itself
+    # The bound's logit b starts uniform in [-1, 1] (the authors' draw), so the bound pi * sigmoid(b - 5) starts
+    # between pi * sigmoid(-6) and pi * sigmoid(-4), about 0.0078 and 0.0566 rad.
+    drawn = bounded.angle.bound_logit.item()
+    others = [groups.get("so3", angle_bound=True).angle.bound_logit.item() for _ in range(20)]
+    assert all(-1.0 <= b <= 1.0 for b in [drawn, *others]) and len(set(others)) == 20  # drawn, not a constant
+    log = bounded.log(bounded.from_controller(saturated))
+    assert math.isclose(float(log.detach().norm()), math.pi / (1 + math.exp(5 - drawn)), rel_tol=1e-6)
+    assert math.pi / (1 + math.exp(6)) <= float(log.detach().norm()) <= math.pi / (1 + math.exp(4))
+    with torch.no_grad():
+        bounded.angle.bound_logit.fill_(0.0)
+    log = bounded.log(bounded.from_controller(saturated))
+    assert math.isclose(float(log.detach().norm()), 0.021026211295, rel_tol=1e-6)  # pi * sigmoid(0 - 5) by hand
 
 
 @pytest.mark.parametrize("angle_bound", [False, True])
 def test_se2_from_controller_follows_paper(angle_bound):
     se2 = groups.get("se2", angle_bound=angle_bound)
+    if angle_bound:
+        assert -1.0 <= se2.angle.bound_logit.item() <= 1.0  # drawn uniform in [-1, 1], as the authors' code does
+        with torch.no_grad():
+            se2.angle.bound_logit.fill_(0.5)  # a value of our own, so that the bound below is known by hand
     raw = torch.tensor([3.0, -4.0, 0.8], dtype=F64)
-    angle = math.tanh(0.8) * (math.pi / (1 + math.exp(5)) if angle_bound else 1.0)
+    angle = math.tanh(0.8) * (math.pi / (1 + math.exp(5 - 0.5)) if angle_bound else 1.0)
     expected = [math.cos(angle), math.sin(angle), 3 / math.sqrt(26), -4 / math.sqrt(26)]
     np.testing.assert_allclose(se2.from_controller(raw).detach().numpy(), expected, rtol=1e-12)
 

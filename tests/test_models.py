@@ -156,6 +156,8 @@ def test_heads_sitting_exactly_on_keys_give_finite_gradients(fused, compiled):
     with torch.no_grad():
         model.step_projection.weight.zero_()
         model.step_projection.bias.zero_()
+        model.initial_positions.zero_()
+        model.initial_key.zero_()
     trace = model.trace(*copy_batch(batch=2)[:1], 5)
     assert not trace.keys.any() and not trace.read_positions.any()  # every distance is exactly 0
     loss_of(model, *copy_batch(batch=2)).backward()
@@ -166,11 +168,20 @@ def test_initial_gates_and_memory_follow_the_authors_code():
     model = build_model("lantm", VOCAB)
     heads = model.heads
     bias = model.step_projection.bias.detach()[: 2 * heads.raw_size].view(2, heads.raw_size)
-    assert bias[0, heads.gate_index] == 0.0  # read head: half random access
-    assert bias[1, heads.gate_index] == -10.0  # write head: follows its own trail
+    # The layer's own bias (+-1/sqrt(50)) plus the authors' offsets: 0 for the read gate (half random access),
+    # -10 for the write gate (it follows its own trail).
+    bound = 1 / 50**0.5
+    assert abs(bias[0, heads.gate_index]) <= bound
+    assert abs(bias[1, heads.gate_index] + 10) <= bound
+    assert bias.abs().max() > 0 and (bias[:, : heads.gate_index].abs() <= bound).all()
     # With the write gate shut, each write head position is the previous one moved by the bounded action.
     trace = model.trace(copy_batch(batch=2)[0], 5)
-    torch.testing.assert_close(trace.strengths[:, 0], torch.full((2,), 1 / (1 + math.exp(10))))
+    # The initial slot's strength is sigmoid(b - 10) with b drawn from [-1, 1], as the authors' code draws it.
+    b = float(model.initial_strength.detach())
+    assert -1 <= b <= 1
+    torch.testing.assert_close(trace.strengths[:, 0], torch.full((2,), 1 / (1 + math.exp(10 - b))))
+    for state in (model.initial_positions, model.initial_key, model.initial_read, model.initial_value):
+        assert state.abs().max() <= 1 and state.abs().max() > 0
     steps = trace.write_positions.diff(dim=1)
     assert (torch.linalg.vector_norm(steps, dim=-1) < 1 + 1e-4).all()
 
@@ -180,10 +191,12 @@ def test_trace_agrees_with_forward():
     inputs, _ = copy_batch(batch=2)
     trace = model.trace(inputs, 5)
     torch.testing.assert_close(trace.logits, model(inputs, 5))
-    assert trace.read_positions.shape == (2, 11, 3) and trace.write_positions.shape == (2, 6, 3)
-    assert trace.keys.shape == (2, 7, 3) and len(trace.read_weights) == 11
+    # 6 input tokens: 5 input steps (each writes a slot after the initial one), then 5 answer steps, the first
+    # of which reads the separator.
+    assert trace.read_positions.shape == (2, 10, 3) and trace.write_positions.shape == (2, 5, 3)
+    assert trace.keys.shape == (2, 6, 3) and len(trace.read_weights) == 10
     torch.testing.assert_close(trace.read_weights[-1].sum(-1), torch.ones(2))
-    torch.testing.assert_close(torch.linalg.vector_norm(trace.read_positions, dim=-1), torch.ones(2, 11))
+    torch.testing.assert_close(torch.linalg.vector_norm(trace.read_positions, dim=-1), torch.ones(2, 10))
 
 
 def test_readout_is_wp_h_plus_sigmoid_c_times_wr_r():
@@ -220,7 +233,8 @@ def test_same_state_dict_same_outputs():
 def test_uniform_initialisation():
     model = build_model("lantm", VOCAB, init="uniform")
     assert model.step_projection.weight.abs().max() <= 1.0 and model.step_projection.weight.abs().max() > 0.5
-    assert model.step_projection.bias[model.heads.raw_size + model.heads.gate_index] == -10.0
+    write_gate = float(model.step_projection.bias[model.heads.raw_size + model.heads.gate_index].detach())
+    assert -11.0 <= write_gate <= -9.0  # uniform in [-1, 1], plus the offset -10
 
 
 def test_unknown_model_lists_the_valid_ones():

@@ -286,16 +286,19 @@ def test_config_type_is_checked():
 def test_gradients_finite_on_a_long_input():
     torch.manual_seed(0)
     model = NeuralTuringMachine(6, NTMConfig(controller_size=12, embedding_size=4, memory_slots=16, memory_width=4))
-    inputs = torch.randint(1, 6, (2, 195))
+    inputs = torch.randint(1, 5, (2, 195))
     inputs[:, 0] = 0  # a symbol seen only at the first step
+    inputs[:, -1] = 5  # the separator, seen only at the last: it is the input of all 5 answer steps
     logits = model(inputs, 5)
     targets = torch.randint(0, 6, (2, 5))
     torch.nn.functional.cross_entropy(logits.reshape(-1, 6), targets.reshape(-1)).backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
-    # The answer phase's placeholder is the embedding's last row, and it was used.
-    assert model.embedding.weight.grad[6].abs().sum() > 0
-    # The first input step reaches the loss through 200 steps of recurrence and memory.
+    # No placeholder row: the embedding holds the task's 6 symbols only, and the answer phase is fed the separator.
+    assert model.embedding.weight.shape == (6, 4)
+    assert model.embedding.weight.grad[5].abs().sum() > 0
+    # The first input step reaches the loss through 198 steps of recurrence and memory: the stream is the 194 input
+    # tokens before the separator, then the separator at each of the 5 answer steps (199 steps in all).
     assert model.embedding.weight.grad[0].abs().sum() > 0
 
 

@@ -116,7 +116,8 @@ def test_liemem_lantm_computes_what_the_independent_reference_computes():
         model.controller.recurrent_weight[0].copy_(
             torch.cat((input_weight[:, embed:], reordered(ref.lstm.weight_hh)), 1)
         )
-        model.controller.bias[0].copy_(reordered(ref.lstm.bias_ih + ref.lstm.bias_hh))
+        model.controller.bias[0].copy_(reordered(ref.lstm.bias_ih))
+        model.controller.hidden_bias[0].copy_(reordered(ref.lstm.bias_hh))
         model.controller.initial_hidden.copy_(ref.initial_hidden[None])
         model.controller.initial_cell.copy_(ref.initial_cell[None])
         model.step_projection.weight.copy_(torch.cat([layer.weight for layer in step_layers]))

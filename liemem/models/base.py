@@ -1,8 +1,9 @@
 """The protocol every liemem model follows: read the input stream, then answer without teacher forcing.
 
-A model sees one stream per sample: the input tokens (the task's start and separator markers included), then
-`answer_length` steps whose input is a fixed placeholder symbol. It returns logits for the answer steps only;
-what it emits there is all that is scored (paper, section 5).
+A model sees one stream per sample, as the authors' code feeds it (`fb.lua`): the input tokens up to the last,
+then the last one (the task's separator) at each of `answer_length` answer steps. The separator's own step is
+thus the first answer step: it predicts the first answer symbol and, like every answer step, writes nothing.
+A model returns logits for the answer steps only; what it emits there is all that is scored (paper, section 5).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class SequenceModel(torch.nn.Module, abc.ABC):
 
     `forward(inputs, answer_length)` takes token ids of shape `[batch, input_length]` (any integer dtype, values
     in `[0, vocab_size)`) and returns logits of shape `[batch, answer_length, vocab_size]` in the parameters'
-    dtype, on their device. The placeholder fed during the answer phase is an extra embedding row, index
-    `vocab_size`, so no task symbol doubles as it. Subclasses implement `_forward` on time-major token ids.
+    dtype, on their device. The last input token begins the answer phase and is its input at every answer step
+    (see `stream`). Subclasses implement `_forward` on time-major token ids.
     """
 
     config_class: type  # the dataclass of the subclass's hyperparameters, with a `validate()` method
@@ -55,20 +56,16 @@ class SequenceModel(torch.nn.Module, abc.ABC):
         self.vocab_size = vocab_size
         self.config = config
 
-    @property
-    def placeholder(self) -> int:
-        """Token id of the answer phase's input symbol (one past the task's vocabulary)."""
-        return self.vocab_size
-
     def forward(self, inputs: torch.Tensor, answer_length: int) -> torch.Tensor:
         """Logits `[batch, answer_length, vocab_size]` for the answer steps after reading `inputs`."""
         answer_length = self.check_inputs(inputs, answer_length)
         stream = self.stream(inputs, answer_length)
-        return self._forward(stream, inputs.shape[1], answer_length)
+        return self._forward(stream, self.input_steps(inputs), answer_length)
 
     @abc.abstractmethod
     def _forward(self, stream: torch.Tensor, input_length: int, answer_length: int) -> torch.Tensor:
-        """Logits for the answer steps; `stream` is `[input_length + answer_length, batch]` token ids."""
+        """Logits for the answer steps; `stream` is `[input_length + answer_length, batch]` token ids, of which
+        the first `input_length` steps read the input (and write memory)."""
 
     def compile_steps(self) -> bool:
         """Compile per-step work for training forward passes where that pays (see `liemem.compiling`); return
@@ -79,21 +76,31 @@ class SequenceModel(torch.nn.Module, abc.ABC):
         """Run like `forward`, and also return every step's read and write weightings over memory slots."""
         raise TypeError(f"{type(self).__name__} has no external memory whose accesses could be traced")
 
+    @staticmethod
+    def input_steps(inputs: torch.Tensor) -> int:
+        """How many steps of the stream read `inputs` before the answer phase: all tokens but the last."""
+        return inputs.shape[1] - 1
+
     def stream(self, inputs: torch.Tensor, answer_length: int) -> torch.Tensor:
-        """Time-major token ids: the inputs, then `answer_length` placeholders."""
-        placeholders = inputs.new_full((answer_length, inputs.shape[0]), self.placeholder, dtype=torch.long)
-        return torch.cat((inputs.t().long(), placeholders), dim=0)
+        """Time-major token ids: the inputs but the last, then the last one (the separator) `answer_length` times,
+        as the authors' code feeds its separator during the answer phase (`blank_input_during_response`)."""
+        tokens = inputs.t().long()
+        return torch.cat((tokens[:-1], tokens[-1:].expand(answer_length, -1)), dim=0)
 
     def check_inputs(self, inputs: torch.Tensor, answer_length: int) -> int:
-        """Raise `ValueError` for inputs that are not a batch of token ids, or a non-positive answer length.
+        """Raise `ValueError` for inputs that are not a batch of token ids of length 2 or more, or a non-positive
+        answer length.
 
         Returns the answer length as an `int` (it may come as any integer, a NumPy one or a 0-d tensor).
         """
         name = type(self).__name__
         if not isinstance(inputs, torch.Tensor):
             raise ValueError(f"{name}: inputs must be a tensor of token ids, got {type(inputs).__name__}")
-        if inputs.ndim != 2 or inputs.shape[0] == 0 or inputs.shape[1] == 0:
-            raise ValueError(f"{name}: inputs must have shape [batch, length] with both > 0, got {tuple(inputs.shape)}")
+        if inputs.ndim != 2 or inputs.shape[0] == 0 or inputs.shape[1] < 2:
+            raise ValueError(
+                f"{name}: inputs must have shape [batch, length] with batch > 0 and length >= 2 (the input, then "
+                f"the token that begins the answer phase), got {tuple(inputs.shape)}"
+            )
         if inputs.is_floating_point() or inputs.is_complex() or inputs.dtype == torch.bool:
             raise ValueError(f"{name}: inputs must be integer token ids, got {inputs.dtype}")
         try:

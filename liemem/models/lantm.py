@@ -102,7 +102,7 @@ class LieAccessMachine(SequenceModel):
         self.heads = LieHeads(groups.get(config.group, **config.group_options), config.action_interpolation)
         key_space = self.key_space
         width, hidden = config.memory_width, config.controller_size
-        self.embedding = nn.Embedding(vocab_size + 1, config.embedding_size)
+        self.embedding = nn.Embedding(vocab_size, config.embedding_size)
         self.controller = Controller(config.embedding_size, width, hidden, config.controller_layers, config.controller)
         # Everything a step needs from h_t comes out of one matrix product, then is sliced.
         # Layout: both heads' raw outputs | [temperature] | write value | write strength.
@@ -136,18 +136,21 @@ class LieAccessMachine(SequenceModel):
 
     def reset_parameters(self, scheme: str = "default") -> None:
         """Initialise layers by `scheme` ('default' or 'uniform' in [-1, 1]), then set the gate biases and
-        the learned initial state (heads and initial slot at the key space's origin, zero read vector)."""
+        draw the learned initial state uniformly from [-1, 1], as the authors' code does under either scheme
+        (there, the initial state is the bias of a linear layer fed a zero). The head positions and the
+        initial key are then projected onto the key space, and the initial read vector and slot value are
+        squashed by tanh where they are used."""
         initialize_layers((self.embedding, self.step_projection, self.readout.hidden, self.readout.read), scheme)
         self.controller.reset_parameters(scheme)
         with torch.no_grad():
+            # Offsets added to the layer's own initial bias, as the authors' code adds constants before the sigmoids.
             head_bias = self.heads.initial_bias(list(GATE_BIASES), ACTION_GATE_BIAS)
-            self.step_projection.bias[: head_bias.numel()] = head_bias.flatten()
-            origin = self.key_space.origin(dtype=self.initial_key.dtype, device=self.initial_key.device)
-            self.initial_positions.copy_(origin.expand_as(self.initial_positions))
-            self.initial_key.copy_(origin)
-            self.initial_read.zero_()
-            self.initial_value.zero_()
-            self.initial_strength.zero_()
+            self.step_projection.bias[: head_bias.numel()] += head_bias.flatten().to(self.step_projection.bias)
+            for parameter in self._initial_state():
+                parameter.uniform_(-1.0, 1.0)
+
+    def _initial_state(self) -> tuple[nn.Parameter, ...]:
+        return (self.initial_positions, self.initial_read, self.initial_key, self.initial_value, self.initial_strength)
 
     def _forward(self, stream, input_length, answer_length):
         return self._run(stream, input_length, record=False).logits
@@ -155,7 +158,7 @@ class LieAccessMachine(SequenceModel):
     def trace(self, inputs: torch.Tensor, answer_length: int) -> LieAccessTrace:
         """Run like `forward`, and also return where the heads went and what memory held."""
         answer_length = self.check_inputs(inputs, answer_length)
-        return self._run(self.stream(inputs, answer_length), inputs.shape[1], record=True)
+        return self._run(self.stream(inputs, answer_length), self.input_steps(inputs), record=True)
 
     def access_trace(self, inputs: torch.Tensor, answer_length: int) -> AccessTrace:
         """Read weights per step over the memory's slots (slot 0 is the initial one; input step t writes slot
@@ -218,10 +221,10 @@ class LieAccessMachine(SequenceModel):
             self.step_projection.bias,
             state.hidden[0],
             state.cell[0],
-            self.initial_read.expand(batch, -1),
+            torch.tanh(self.initial_read).expand(batch, -1),
             project(self.initial_positions).expand(batch, -1, -1),
             project(self.initial_key).expand(batch, -1),
-            self.initial_value.expand(batch, -1),
+            torch.tanh(self.initial_value).expand(batch, -1),
             torch.sigmoid(self.initial_strength - INITIAL_STRENGTH_OFFSET).expand(batch),
             *(p for p in self.group.parameters() if p.requires_grad),
         )
@@ -239,10 +242,10 @@ class LieAccessMachine(SequenceModel):
         mem = memory.append(
             mem,
             self.key_space.project(self.initial_key).expand(batch, -1),
-            self.initial_value.expand(batch, -1),
+            torch.tanh(self.initial_value).expand(batch, -1),
             torch.sigmoid(self.initial_strength - INITIAL_STRENGTH_OFFSET).expand(batch),
         )
-        read = self.initial_read.expand(batch, -1)
+        read = torch.tanh(self.initial_read).expand(batch, -1)
         raw_size = self.heads.raw_size
         answer_hidden, answer_reads = [], []
         positions, weights = [], []

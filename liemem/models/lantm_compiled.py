@@ -16,6 +16,7 @@ import torch
 
 import groups
 from groups._numerics import AXIS_SOFTENING, SMALL_ANGLE_SQ
+from manifolds.sphere import KEY_SOFTENING
 
 from .. import native, weighting
 from ..heads import HeadState, LieHeads
@@ -54,9 +55,9 @@ def native_move(model) -> int | None:
 
 def move_constants(dtype: torch.dtype) -> tuple[float, float, float]:
     """The groups' numerical constants for `dtype`, as the kernels' built-in moves take them: the squared angle
-    below which SO(3)'s exponential uses its series, the rotation axis's softening, and the norm below which a
-    vector projects to the sphere's origin (manifolds._normalize)."""
-    return SMALL_ANGLE_SQ.get(dtype, 1e-3), AXIS_SOFTENING, torch.finfo(dtype).tiny ** 0.5
+    below which SO(3)'s exponential uses its series, the rotation axis's softening, and that of the sphere's
+    `soft_project`."""
+    return SMALL_ANGLE_SQ.get(dtype, 1e-3), AXIS_SOFTENING, KEY_SOFTENING
 
 
 def forward(

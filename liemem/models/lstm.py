@@ -1,12 +1,13 @@
 """The LSTM encoder-decoder baseline: no external memory, 1 to 4 layers of 256 cells (paper, section 5).
 
-There is no feedback from outputs to inputs (no teacher forcing), so the whole stream, inputs then
-placeholders, runs through one `nn.LSTM` call.
+There is no feedback from outputs to inputs (no teacher forcing), so the whole stream, inputs then the
+separator at every answer step, runs through one `nn.LSTM` call.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -33,29 +34,49 @@ class LSTMConfig:
 
 
 class EncoderDecoderLSTM(SequenceModel):
-    """Embedding, a stacked LSTM over inputs and answer placeholders, and a linear output layer."""
+    """Embedding, a stacked LSTM over the stream from a learned initial state, and a linear output layer."""
 
     config_class = LSTMConfig
 
     def __init__(self, vocab_size: int, config: LSTMConfig | None = None):
         super().__init__(vocab_size, LSTMConfig() if config is None else config)
         config = self.config
-        self.embedding = nn.Embedding(vocab_size + 1, config.embedding_size)
+        self.embedding = nn.Embedding(vocab_size, config.embedding_size)
         self.lstm = nn.LSTM(config.embedding_size, config.hidden_size, config.layers)
         self.output = nn.Linear(config.hidden_size, vocab_size)
+        self.initial_hidden = nn.Parameter(torch.empty(config.layers, config.hidden_size))
+        self.initial_cell = nn.Parameter(torch.empty(config.layers, config.hidden_size))
         self.reset_parameters(config.init)
 
     def reset_parameters(self, scheme: str = "default") -> None:
-        """'default' (torch's) or 'uniform' in [-1, 1]; either way the forget-gate bias sums to 1."""
-        initialize_layers((self.embedding, self.lstm, self.output), scheme)
+        """Initialise as the authors' code does (`layers/lstm.lua`, `train.lua`'s `reinit_params`).
+
+        'default': each of a layer's two linear maps uniform in +-1/sqrt(fan_in), weights and bias (the first
+        layer's input map has the embedding's width as fan-in), with no forget-gate offset. 'uniform': every
+        parameter uniform in [-1, 1], then both forget-gate biases of each layer set to 1 (summing to 2). The
+        learned initial state starts uniform in [-1, 1] either way.
+        """
+        initialize_layers((self.embedding, self.output), scheme)
+        size = self.config.hidden_size
         with torch.no_grad():
-            size = self.config.hidden_size
             for layer in range(self.config.layers):
-                getattr(self.lstm, f"bias_ih_l{layer}")[size : 2 * size] = 1.0
-                getattr(self.lstm, f"bias_hh_l{layer}")[size : 2 * size] = 0.0
+                fan_ins = {"ih": self.config.embedding_size if layer == 0 else size, "hh": size}
+                for kind, fan_in in fan_ins.items():
+                    bound = 1.0 / math.sqrt(fan_in) if scheme == "default" else 1.0
+                    getattr(self.lstm, f"weight_{kind}_l{layer}").uniform_(-bound, bound)
+                    bias = getattr(self.lstm, f"bias_{kind}_l{layer}")
+                    bias.uniform_(-bound, bound)
+                    if scheme == "uniform":
+                        bias[size : 2 * size] = 1.0
+            self.initial_hidden.uniform_(-1.0, 1.0)
+            self.initial_cell.uniform_(-1.0, 1.0)
 
     def _forward(self, stream, input_length, answer_length):
-        hidden, _ = self.lstm(self.embedding(stream))
+        batch = stream.shape[1]
+        start = tuple(
+            s.unsqueeze(1).expand(-1, batch, -1).contiguous() for s in (self.initial_hidden, self.initial_cell)
+        )
+        hidden, _ = self.lstm(self.embedding(stream), start)
         return self.output(hidden[input_length:]).transpose(0, 1)
 
     def extra_repr(self) -> str:

@@ -72,7 +72,7 @@ class NTMConfig:
 class NeuralTuringMachine(SequenceModel):
     """A Neural Turing Machine following the `SequenceModel` protocol.
 
-    Parameters: the symbol embedding (`vocab_size + 1` rows, the last being the answer-phase placeholder), the
+    Parameters: the symbol embedding (`vocab_size` rows), the
     controller, the fused head layer `heads`, the output layer, the initial read vectors `[R, M]` and the logits
     of the initial weightings `[R + W, N]` (read heads first). The memory itself is not a parameter.
     """
@@ -84,7 +84,7 @@ class NeuralTuringMachine(SequenceModel):
         super().__init__(vocab_size, NTMConfig() if config is None else config)
         config = self.config
         reads, width = config.read_heads, config.memory_width
-        self.embedding = nn.Embedding(vocab_size + 1, config.embedding_size)
+        self.embedding = nn.Embedding(vocab_size, config.embedding_size)
         self.controller = Controller(
             config.embedding_size, reads * width, config.controller_size, config.controller_layers, config.controller
         )
@@ -119,10 +119,10 @@ class NeuralTuringMachine(SequenceModel):
         """Every step's read and write weightings over the memory's slots."""
         answer_length = self.check_inputs(inputs, answer_length)
         weights = []
-        logits = self._run(self.stream(inputs, answer_length), inputs.shape[1], weights)
+        logits = self._run(self.stream(inputs, answer_length), self.input_steps(inputs), weights)
         weights = torch.stack(weights, dim=1)  # [B, steps, heads, slots]
         reads = self.config.read_heads
-        return AccessTrace(logits, weights[:, :, :reads], weights[:, :, reads:], inputs.shape[1])
+        return AccessTrace(logits, weights[:, :, :reads], weights[:, :, reads:], self.input_steps(inputs))
 
     def _run(self, stream: torch.Tensor, input_length: int, record: list | None = None) -> torch.Tensor:
         config = self.config

@@ -3,7 +3,10 @@
 Both append one slot (write key, tanh value, sigmoid strength) per input step, like the LANTM, and read by
 w_i proportional to s_i exp(<q, k_i>). RAM/tape also offers the controller the keys one slot to the left
 and right of where it last read, k_L = sum_i w_{i+1} k_i and k_R = sum_i w_{i-1} k_i, and reads at a
-softmax-weighted mix of those and its random-access key; it may sharpen its weights, w^gamma / sum w^gamma.
+softmax-weighted mix of those and its random-access key. It may sharpen its weights as the authors' code does
+(`ram.lua`, `_get_read_weights`): w_i proportional to s_i exp(gamma <q, k_i>), gamma = 1 + softplus(.), which
+sharpens the content scores but not the strengths. As there, the read enters the logits ungated:
+W_p h + W_r r.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class RandomAccessMachine(SequenceModel):
         super().__init__(vocab_size, RAMConfig() if config is None else config)
         config = self.config
         key_dim, width, hidden = config.key_dim, config.memory_width, config.controller_size
-        self.embedding = nn.Embedding(vocab_size + 1, config.embedding_size)
+        self.embedding = nn.Embedding(vocab_size, config.embedding_size)
         self.controller = Controller(config.embedding_size, width, hidden, config.controller_layers, config.controller)
         # Layout of the step projection: read key | write key | [3 tape choices] | [gamma] | value | strength.
         offset = 2 * key_dim
@@ -67,7 +70,7 @@ class RandomAccessMachine(SequenceModel):
         self._value = slice(offset, offset + width)
         self._strength = offset + width
         self.step_projection = nn.Linear(hidden, self._strength + 1)
-        self.readout = Readout(hidden, width, vocab_size)
+        self.readout = Readout(hidden, width, vocab_size, gated=False)
         self.initial_read = nn.Parameter(torch.zeros(width))
         self.initial_key = nn.Parameter(torch.zeros(key_dim))
         self.initial_value = nn.Parameter(torch.zeros(width))
@@ -76,18 +79,20 @@ class RandomAccessMachine(SequenceModel):
         self.reset_parameters(config.init)
 
     def reset_parameters(self, scheme: str = "default") -> None:
-        """Initialise layers by `scheme` ('default' or 'uniform' in [-1, 1]); the initial state starts at 0."""
+        """Initialise layers by `scheme` ('default' or 'uniform' in [-1, 1]); the learned initial state starts
+        uniform in [-1, 1] either way, as in the authors' code (the initial read vector and slot value are
+        squashed by tanh where they are used)."""
         initialize_layers((self.embedding, self.step_projection, self.readout.hidden, self.readout.read), scheme)
         self.controller.reset_parameters(scheme)
         with torch.no_grad():
             for parameter in (self.initial_read, self.initial_key, self.initial_value, self.initial_strength):
-                parameter.zero_()
+                parameter.uniform_(-1.0, 1.0)
             if self.initial_neighbours is not None:
-                self.initial_neighbours.zero_()
+                self.initial_neighbours.uniform_(-1.0, 1.0)
 
     def _weigh(self, query, keys, strengths, *gamma):
-        weights = weighting.exp_dot(torch.matmul(query, keys.transpose(1, 2)), strengths.unsqueeze(1))
-        return weighting.sharpen(weights, gamma[0]) if gamma else weights
+        scores = torch.matmul(query, keys.transpose(1, 2))
+        return weighting.exp_dot(gamma[0] * scores if gamma else scores, strengths.unsqueeze(1))
 
     def _forward(self, stream, input_length, answer_length):
         return self._run(stream, input_length)
@@ -96,10 +101,10 @@ class RandomAccessMachine(SequenceModel):
         """Read weights per step over the memory's slots (slot 0 is the initial one; input step t writes slot
         t + 1)."""
         answer_length = self.check_inputs(inputs, answer_length)
-        weights = []
-        logits = self._run(self.stream(inputs, answer_length), inputs.shape[1], weights)
-        reads = pad_slots(weights, inputs.shape[1] + 1)
-        return AccessTrace(logits, reads, appended_slots(reads, inputs.shape[1], answer_length), inputs.shape[1])
+        weights, steps = [], self.input_steps(inputs)
+        logits = self._run(self.stream(inputs, answer_length), steps, weights)
+        reads = pad_slots(weights, steps + 1)
+        return AccessTrace(logits, reads, appended_slots(reads, steps, answer_length), steps)
 
     def _run(self, stream, input_length, record: list | None = None):
         batch, config = stream.shape[1], self.config
@@ -110,10 +115,10 @@ class RandomAccessMachine(SequenceModel):
         mem = memory.append(
             mem,
             self.initial_key.expand(batch, -1),
-            self.initial_value.expand(batch, -1),
+            torch.tanh(self.initial_value).expand(batch, -1),
             torch.sigmoid(self.initial_strength - INITIAL_STRENGTH_OFFSET).expand(batch),
         )
-        read = self.initial_read.expand(batch, -1)
+        read = torch.tanh(self.initial_read).expand(batch, -1)
         neighbours = None if self.initial_neighbours is None else self.initial_neighbours.expand(batch, -1, -1)
         key_dim = config.key_dim
         answer_hidden, answer_reads = [], []

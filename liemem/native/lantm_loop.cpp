@@ -88,7 +88,7 @@ template <typename T>
 struct MoveConstants {
   T small_angle_sq;  // below this squared angle, the Taylor series of the quaternion exponential
   T axis_softening;  // the rotation axis is raw / sqrt(|raw|^2 + softening^2), as groups._numerics has it
-  T tiny_norm;       // vectors no longer than this count as zero when projected onto the sphere
+  T key_softening;   // keys and mixed positions are x / sqrt(|x|^2 + softening^2), as manifolds.Sphere has it
 };
 
 // The identity action: the zero shift, or the quaternion (1, 0, 0, 0).
@@ -103,35 +103,9 @@ inline T lerp(T start, T end, T weight) {
   return weight < T(0.5) ? start + weight * (end - start) : end - (end - start) * (T(1) - weight);
 }
 
-// x / max|x| / |x / max|x|| with a fallback to e_1 for (near) zero x: manifolds._normalize.unit_vectors.
-// A NaN anywhere gives NaNs, as there: a diverging run must show in its loss.
-template <typename T>
-void unit_vector(T* x, int64_t dim, T tiny_norm) {
-  T scale = 0;
-  bool has_nan = false;
-  for (int64_t c = 0; c < dim; ++c) {
-    scale = std::max(scale, std::abs(x[c]));
-    has_nan = has_nan || std::isnan(x[c]);
-  }
-  if (has_nan) {
-    for (int64_t c = 0; c < dim; ++c) x[c] = std::numeric_limits<T>::quiet_NaN();
-    return;
-  }
-  if (!(scale > tiny_norm)) {
-    for (int64_t c = 0; c < dim; ++c) x[c] = c == 0 ? T(1) : T(0);
-    return;
-  }
-  T norm_sq = 0;
-  for (int64_t c = 0; c < dim; ++c) {
-    x[c] /= scale;
-    norm_sq += x[c] * x[c];
-  }
-  const T norm = std::sqrt(norm_sq);
-  for (int64_t c = 0; c < dim; ++c) x[c] /= norm;
-}
-
 // a / max(max|a|, 1) / hypot(|a / max(max|a|, 1)|, floor / max(max|a|, 1)): groups._numerics' bounded_vector
-// (floor 1) and soft_unit_axis (floor the axis softening), overflow-safe for huge a.
+// (floor 1), soft_unit_axis (floor the axis softening) and manifolds.Sphere.soft_project (floor the key softening),
+// overflow-safe for huge a. A NaN anywhere gives NaNs, as there: a diverging run must show in its loss.
 template <typename T>
 void bounded(const T* a, T* out, int64_t size, T floor) {
   T scale = 1;
@@ -159,10 +133,11 @@ void native_move(int64_t move_kind, int64_t dim, const T* raw, T* position, T* a
     return;
   }
   T mixed[3];
-  T unit_key[3] = {key[0], key[1], key[2]};
-  unit_vector(unit_key, 3, constants.tiny_norm);
-  for (int64_t c = 0; c < 3; ++c) mixed[c] = lerp(position[c], unit_key[c], gate);
-  unit_vector(mixed, 3, constants.tiny_norm);
+  T unit_key[3];
+  bounded(key, unit_key, 3, constants.key_softening);
+  T lerped[3];
+  for (int64_t c = 0; c < 3; ++c) lerped[c] = lerp(position[c], unit_key[c], gate);
+  bounded(lerped, mixed, 3, constants.key_softening);
   T axis[3];
   bounded(raw + 3, axis, 3, constants.axis_softening);
   const T angle = std::tanh(raw[6]);
@@ -310,7 +285,7 @@ class ForwardLoop {
   // [B, 2, d] are the heads' starting positions; `position_log` [T, B, 2, d] and `action_log` [T, B, 2, e]
   // receive each step's head states before it moved (from the answer phase on, head 0 only).
   void run(int64_t move_kind, const at::Tensor& positions, at::Tensor position_log, at::Tensor action_log,
-           double small_angle_sq, double axis_softening, double tiny_norm) {
+           double small_angle_sq, double axis_softening, double key_softening) {
     const int64_t element = move_kind == kTranslation ? dim_ : 4;
     TORCH_CHECK(move_kind == kTranslation || (move_kind == kRotation && dim_ == 3), "lantm_loop: unknown move");
     TORCH_CHECK(raw_size_ == 2 * dim_ + 1 + (move_kind == kRotation ? 1 : 0), "lantm_loop: raw_size ", raw_size_,
@@ -327,7 +302,7 @@ class ForwardLoop {
                 "lantm_loop: run needs starting positions [batch, 2, key_dim] of the memory's dtype");
     AT_DISPATCH_FLOATING_TYPES(gates_.scalar_type(), "run", [&] {
       run_steps<scalar_t>(move_kind, positions.contiguous(), position_log, action_log, small_angle_sq,
-                          axis_softening, tiny_norm);
+                          axis_softening, key_softening);
     });
   }
 
@@ -336,13 +311,13 @@ class ForwardLoop {
  private:
   template <typename T>
   void run_steps(int64_t move_kind, const at::Tensor& start, at::Tensor& position_log, at::Tensor& action_log,
-                 double small_angle_sq, double axis_softening, double tiny_norm) {
+                 double small_angle_sq, double axis_softening, double key_softening) {
     const int64_t batch = batch_, dim = dim_, element = action_log.size(3);
     // The heads' current states, [B, 2, d] and [B, 2, e]; the answer phase uses head 0 only.
     std::vector<T> position(start.data_ptr<T>(), start.data_ptr<T>() + batch * 2 * dim), action(batch * 2 * element);
     for (int64_t i = 0; i < batch * 2; ++i) native_identity<T>(move_kind, action.data() + i * element, element);
     const MoveConstants<T> constants{static_cast<T>(small_angle_sq), static_cast<T>(axis_softening),
-                                     static_cast<T>(tiny_norm)};
+                                     static_cast<T>(key_softening)};
     for (int64_t t = 0; t < steps_; ++t) {
       const int64_t heads = t < input_length_ ? 2 : 1;
       control_step<T>(t);
@@ -742,7 +717,7 @@ std::vector<at::Tensor> backward_loop(
 // `native_move` on tensors, for tests: raw [N, raw], positions [N, d] and actions [N, e] (float64 or float32),
 // moved in place.
 void native_move_tensors(int64_t move_kind, const at::Tensor& raw, at::Tensor positions, at::Tensor actions,
-                         double small_angle_sq, double axis_softening, double tiny_norm) {
+                         double small_angle_sq, double axis_softening, double key_softening) {
   TORCH_CHECK(move_kind == 0 || move_kind == 1, "lantm_loop: unknown move");
   for (const at::Tensor* tensor : std::initializer_list<const at::Tensor*>{&raw, &positions, &actions}) {
     TORCH_CHECK(tensor->dim() == 2 && tensor->is_contiguous() && tensor->scalar_type() == raw.scalar_type() &&
@@ -755,7 +730,7 @@ void native_move_tensors(int64_t move_kind, const at::Tensor& raw, at::Tensor po
               "lantm_loop: native_move got raw outputs or actions of the wrong size");
   AT_DISPATCH_FLOATING_TYPES(raw.scalar_type(), "native_move", [&] {
     const MoveConstants<scalar_t> constants{static_cast<scalar_t>(small_angle_sq),
-                                            static_cast<scalar_t>(axis_softening), static_cast<scalar_t>(tiny_norm)};
+                                            static_cast<scalar_t>(axis_softening), static_cast<scalar_t>(key_softening)};
     for (int64_t n = 0; n < raw.size(0); ++n) {
       native_move<scalar_t>(move_kind, dim, raw.data_ptr<scalar_t>() + n * raw.size(1),
                             positions.data_ptr<scalar_t>() + n * dim, actions.data_ptr<scalar_t>() + n * actions.size(1),

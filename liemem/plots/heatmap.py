@@ -30,7 +30,7 @@ def plot_read_weights(ax, recording: MemoryRecording, head: int = 0, answer_only
         ax.set_xlabel("memory slot (symbol written there)")
     else:
         ax.set_xlabel("memory slot")
-    steps = recording.targets if answer_only else recording.inputs + recording.targets
+    steps = recording.targets if answer_only else recording.inputs[: recording.input_length] + recording.targets
     if rows <= MAX_TICK_LABELS:
         ax.set_yticks(range(rows), steps, fontsize=6)
         ax.set_ylabel("answer step (target symbol)" if answer_only else "step (symbol)")

@@ -17,7 +17,8 @@ from ..tasks import Task
 
 
 class MemoryRecording(NamedTuple):
-    """What one model did on one example. Steps are the input steps, then the answer steps."""
+    """What one model did on one example. Steps are the input steps, then the answer steps (the first of which
+    is fed the separator)."""
 
     inputs: list[str]  # input tokens, markers included
     targets: list[str]
@@ -32,8 +33,9 @@ class MemoryRecording(NamedTuple):
 
     @property
     def input_length(self) -> int:
-        """The number of input steps."""
-        return len(self.inputs)
+        """The number of input steps: every input token but the last (the separator), which the answer steps
+        are fed (see `SequenceModel.stream`)."""
+        return len(self.inputs) - 1
 
     @property
     def lie_access(self) -> bool:

@@ -36,7 +36,7 @@ def plot_timeline(ax, recording: MemoryRecording):
 
     ax.set_ylim(steps - 0.5, -0.5)  # time runs down, as in the paper
     if steps <= MAX_TICK_LABELS:
-        ax.set_yticks(rows, recording.inputs + recording.predicted, fontsize=6)
+        ax.set_yticks(rows, recording.inputs[: recording.input_length] + recording.predicted, fontsize=6)
     ax.set_ylabel("step: input symbol, then the answer emitted")
     ax.set_xlabel(f"1st principal axis of key space ({100 * shares[0]:.0f}% of variance)")
     ax.set_title("keys and heads per step (1-D PCA)", fontsize=10)

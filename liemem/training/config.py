@@ -36,7 +36,13 @@ DEFAULT_LEARNING_RATE = 0.02
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run. `None` lengths and learning rate mean the task's and model's."""
+    """Everything that defines a training run. `None` lengths and learning rate mean the task's and model's.
+
+    `seed` seeds the model's initialisation and `data_seed` the training batches (`None`: the same as `seed`;
+    the authors' code trains every seed on one data file, which a fixed `data_seed` reproduces). Evaluations at
+    steps up to `best_after` are logged but do not compete for the best one, except the last (the authors'
+    code evaluates only after step 5,000: `best_after = 5000`).
+    """
 
     task: str = "copy"
     model: str = "lantm"
@@ -57,7 +63,9 @@ class TrainConfig:
     decay_every: int = 20
     clip_norm: float = 32.0
     seed: int = 1
+    data_seed: int | None = None
     eval_every: int = 500
+    best_after: int = 0
     eval_samples: int = 3_200
     eval_seed: int = 0
     checkpoint_every: int = 100
@@ -77,8 +85,11 @@ class TrainConfig:
         require_int(owner, "batch_size", self.batch_size, maximum=MAX_BATCH_SIZE)
         require_int(owner, "eval_samples", self.eval_samples, maximum=MAX_EVAL_SAMPLES)
         require_int(owner, "decay_after", self.decay_after, minimum=0)
+        require_int(owner, "best_after", self.best_after, minimum=0)
         for field in ("seed", "eval_seed"):
             require_int(owner, field, getattr(self, field), minimum=0, maximum=MAX_SEED)
+        if self.data_seed is not None:
+            require_int(owner, "data_seed", self.data_seed, minimum=0, maximum=MAX_SEED)
         require_choice(owner, "regime", self.regime, REGIMES)
         require_bool(owner, "one_length_per_batch", self.one_length_per_batch)
         if not isinstance(self.device, str) or not self.device:

@@ -41,9 +41,23 @@ def train_examples(
     return task.sample(sizes, batch_size, rng)
 
 
-def test_examples(task: Task, sizes: tuple[int, int], count: int, seed: int) -> list[Examples]:
-    """A test set of `count` examples, each of a size drawn uniformly from `sizes`, grouped by size."""
-    return task.sample(sizes, count, generator(seed, TEST_STREAM))
+def test_examples(
+    task: Task, sizes: tuple[int, int], count: int, seed: int, batch_size: int = 32, one_length: bool = True
+) -> list[Examples]:
+    """A test set of `count` examples, in groups of one size each, ordered by size.
+
+    As the authors' test files are made, each batch of `batch_size` examples has one size drawn uniformly from
+    `sizes` (so a 3,200-example set of 64 sizes leaves some out and repeats others); with `one_length` false,
+    each example has its own size.
+    """
+    rng = generator(seed, TEST_STREAM)
+    if not one_length:
+        return task.sample(sizes, count, rng)
+    groups = []
+    for start in range(0, count, batch_size):
+        size = int(rng.integers(sizes[0], sizes[1] + 1))
+        groups.append(task.generate(size, min(batch_size, count - start), rng))
+    return sorted(groups, key=lambda examples: examples.inputs.shape[1])
 
 
 def to_buckets(

@@ -58,9 +58,11 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 32,
     device: torch.device | str | None = None,
+    one_length: bool = True,
 ) -> Scores:
-    """Scores on `count` test examples of sizes drawn from `sizes` with `seed`, in buckets of `batch_size`."""
+    """Scores on `count` test examples drawn from `sizes` with `seed` (one size per batch of `batch_size`, or per
+    example if not `one_length`; see `data.test_examples`), in buckets of `batch_size`."""
     if device is None:
         device = next(model.parameters()).device
-    groups = test_examples(task, task.check_sizes(sizes), count, seed)
+    groups = test_examples(task, task.check_sizes(sizes), count, seed, batch_size, one_length)
     return score(model, to_buckets(task, groups, device, batch_size))

@@ -53,11 +53,12 @@ class RunSummary(NamedTuple):
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
-    """The rate for optimizer step `step` (1-based): constant, then times `decay_rate` every `decay_every` steps
-    once `decay_after` steps have passed."""
+    """The rate for optimizer step `step` (1-based): constant, then times `decay_rate` after every `decay_every`
+    steps past `decay_after`. As in the authors' code, the first decayed step is `decay_after + decay_every + 1`
+    (there the rate decays at the end of an iteration)."""
     if step <= config.decay_after:
         return config.lr
-    return config.lr * config.decay_rate ** ((step - config.decay_after) // config.decay_every)
+    return config.lr * config.decay_rate ** ((step - 1 - config.decay_after) // config.decay_every)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -184,20 +185,27 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
     def evaluate_now() -> None:
         nonlocal test_set, best_model
         if test_set is None:
-            examples = test_examples(task, config.test_lengths, config.eval_samples, config.eval_seed)
+            examples = test_examples(
+                task,
+                config.test_lengths,
+                config.eval_samples,
+                config.eval_seed,
+                config.batch_size,
+                config.one_length_per_batch,
+            )
             test_set = to_buckets(task, examples, device, config.batch_size)
         scores = score(model, test_set)
         record = {"step": run.step, **scores.as_dict()}
         run.evaluations.append(record)
-        if run.best is None or scores.better_than(Scores(run.best["fine"], run.best["coarse"], 0)):
+        counts = run.step > config.best_after or run.step == config.steps
+        if counts and (run.best is None or scores.better_than(Scores(run.best["fine"], run.best["coarse"], 0))):
             run.best = record
             best_model = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
             _save_best(out, run.best, best_model)
         metrics.write({"step": run.step, "eval": scores.as_dict()})
-        line = (
-            f"step {run.step}: fine {100 * scores.fine:.2f}%  coarse {100 * scores.coarse:.2f}%  "
-            f"(best coarse {100 * run.best['coarse']:.2f}% at step {run.best['step']})"
-        )
+        line = f"step {run.step}: fine {100 * scores.fine:.2f}%  coarse {100 * scores.coarse:.2f}%"
+        if run.best is not None:
+            line += f"  (best coarse {100 * run.best['coarse']:.2f}% at step {run.best['step']})"
         bar.clear()
         echo(line)
         bar.refresh()
@@ -225,8 +233,9 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
             index = (step - 1) % config.small_regime_batches if small else step - 1
             buckets = cache.get(index)
             if buckets is None:
+                data_seed = config.seed if config.data_seed is None else config.data_seed
                 examples = train_examples(
-                    task, config.train_lengths, index, config.batch_size, config.seed, config.one_length_per_batch
+                    task, config.train_lengths, index, config.batch_size, data_seed, config.one_length_per_batch
                 )
                 buckets = to_buckets(task, examples, device)
                 if small:

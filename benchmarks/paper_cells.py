@@ -1,0 +1,261 @@
+"""Train cells of the paper's table 1b with the authors' kept settings, over seeds, one process per run.
+
+    python benchmarks/paper_cells.py --cells copy:lantm reverse:lantm:init=uniform --seeds 1 2 3 \
+        --workers 2 --out runs/cells --results results/fidelity/after
+
+A cell is `task:model[:regime][:field=value ...]`; its settings come from the row of `grid-winners.tsv` (the
+authors' kept grid point: learning rate, decay delay, initialisation, SLANTM's angle bound, RAM's key width and
+sharpening, the LSTM's sizes), and `field=value` pairs override them (`init`, `lr`, `decay_after`, `steps`, or
+any model option). Each run is `liemem train` in its own process with one torch thread, so that runs in
+parallel do not fight over cores; a finished run is not redone, a stopped one resumes from its checkpoint. Each
+run's scores go to `<results>/<task>-<model>-<regime>[-overrides]-seed<S>.json`, and a table is printed at the
+end: per seed, the best fine/coarse at the 2x lengths over the evaluations after step 5,000, as the authors' code
+scores a run (it evaluates at steps 5,500 to 10,000), beside the paper's figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = ROOT.parent / "shared" / "paper"
+INIT_NAMES = {"torch-default": "default", "uniform[-1,1]": "uniform"}
+COLUMNS = {
+    "lstm": "LSTM", "ram": "RAM", "ram-tape": "RAM/Tape", "lantm": "LANTM", "lantm-s": "LANTM-s",
+    "slantm": "SLANTM", "slantm-s": "SLANTM-s",
+}  # fmt: skip
+PAPER_EVAL_AFTER = 5000
+TRAIN_FIELDS = {"lr": float, "decay_after": int, "steps": int, "regime": str, "clip_norm": float}
+
+
+def read_table(path: Path) -> dict[tuple[str, str, str], dict]:
+    """The rows of a TSV file keyed by (task, model, regime)."""
+    with path.open(newline="") as handle:
+        return {(row["task"], row["model"], row["regime"]): row for row in csv.DictReader(handle, delimiter="\t")}
+
+
+def paper_score(path: Path, task: str, model: str, regime: str) -> str:
+    """The paper's table 1b entry for a cell as "fine/coarse" ("*" is 100/100), or "?" where it has none."""
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if row["task"] == task:
+                value = row.get(f"{COLUMNS.get(model, model)} {regime[0].upper()}", "?")
+                return "100/100" if value == "*" else value
+    return "?"
+
+
+def parse_value(text: str):
+    """A `field=value` override's value: a bool, int or float where it reads as one, else the string."""
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_cell(text: str) -> tuple[str, str, str, dict]:
+    """'task:model[:regime][:field=value ...]' as (task, model, regime, overrides)."""
+    parts = text.split(":")
+    if len(parts) < 2:
+        raise SystemExit(f"bad cell {text!r}: expected task:model[:regime][:field=value ...]")
+    task, model, rest = parts[0], parts[1], parts[2:]
+    regime = "small"
+    if rest and "=" not in rest[0]:
+        regime, rest = rest[0], rest[1:]
+    overrides = {}
+    for item in rest:
+        name, separator, value = item.partition("=")
+        if not separator:
+            raise SystemExit(f"bad override {item!r} in cell {text!r}: expected field=value")
+        overrides[name] = parse_value(value)
+    return task, model, regime, overrides
+
+
+def kept_settings(row: dict) -> tuple[dict, dict]:
+    """The training fields and model options of a grid-winners row."""
+    train = {
+        "lr": float(row["learning_rate"]),
+        "decay_after": 10 * int(row["decay_delay_iters"]),
+        "regime": row["regime"],
+    }
+    options: dict = {"init": INIT_NAMES[row["init"]]}
+    if row["angle_bound"]:
+        options["group_options"] = {"angle_bound": row["angle_bound"] == "true"}
+    if row["key_dim"]:
+        options["key_dim"] = int(row["key_dim"])
+    if row["sharpening"]:
+        options["sharpening"] = row["sharpening"] == "true"
+    if row["lstm_layers"]:
+        options.update(
+            controller_layers=int(row["lstm_layers"]),
+            controller_size=int(row["rnn_size"]),
+            embedding_size=int(row["embedding_size"]),
+        )
+    return train, options
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
+def run_name(task: str, model: str, regime: str, overrides: dict, seed: int) -> str:
+    extra = "".join(f"-{k}={v}" for k, v in sorted(overrides.items()))
+    return f"{task}-{model}-{regime}{extra}-seed{seed}"
+
+
+def run_one(task, model, regime, overrides, seed, winners, runs: Path, results: Path, python: str) -> dict:
+    """Train one cell and seed in a child process; its result record (also written as JSON)."""
+    name = run_name(task, model, regime, overrides, seed)
+    record_path = results / f"{name}.json"
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        record.setdefault("paper_best", paper_best(record.get("evals", [])))
+        return record
+    train, options = kept_settings(winners[(task, model, regime)])
+    for key, value in overrides.items():
+        (train if key in TRAIN_FIELDS else options)[key] = value
+    out = runs / name
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f'task = "{task}"', f'model = "{model}"', f"seed = {seed}"]
+    lines += [f"{key} = {toml_value(value)}" for key, value in train.items()]
+    lines += ["", "[model_options]"] + [f"{key} = {toml_value(value)}" for key, value in options.items()]
+    config = out / "cell.toml"
+    config.write_text("\n".join(lines) + "\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCHINDUCTOR_COMPILE_THREADS="1")
+    started = time.time()
+    command = [python, "-m", "liemem", "train", "--config", str(config), "--out", str(out), "--no-progress"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    record = {
+        "task": task,
+        "model": model,
+        "regime": regime,
+        "seed": seed,
+        "overrides": overrides,
+        "settings": {**train, "model_options": options},
+        "exit_status": done.returncode,
+        "wall_seconds": round(time.time() - started, 1),
+        "machine": f"{platform.machine()} {platform.processor() or platform.system()}, 1 torch thread",
+        "commit": _commit(python),
+    }
+    summary = out / "summary.json"
+    if done.returncode == 0 and summary.exists():
+        data = json.loads(summary.read_text())
+        record["best"] = data["best"]
+        record["final"] = {k: data[k] for k in ("step", "fine", "coarse")}
+    else:
+        record["error"] = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+    record["evals"] = _evaluations(out / "metrics.jsonl")
+    record["paper_best"] = paper_best(record["evals"])
+    results.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def paper_best(evaluations: list, after: int = PAPER_EVAL_AFTER) -> dict | None:
+    """The best of the evaluations after step `after` (most examples right, then most symbols), as
+    {"step", "fine", "coarse"}; None if there is none."""
+    counted = [entry for entry in evaluations if entry[0] > after]
+    if not counted:
+        return None
+    step, fine, coarse = max(counted, key=lambda entry: (entry[2], entry[1]))
+    return {"step": step, "fine": fine, "coarse": coarse}
+
+
+def _evaluations(path: Path) -> list:
+    """(step, fine, coarse) of each evaluation in a run's metrics log."""
+    found = []
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and "eval" in entry:
+                found.append([entry["step"], round(entry["eval"]["fine"], 4), round(entry["eval"]["coarse"], 4)])
+    return found
+
+
+def _commit(python: str) -> str:
+    """The commit of the liemem that `python` imports (PYTHONPATH may point at another checkout)."""
+    try:
+        where = subprocess.run(
+            [python, "-c", "import liemem, os; print(os.path.dirname(liemem.__file__))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def score_text(scores: dict | None) -> str:
+    return "-" if not scores else f"{100 * scores['fine']:.1f}/{100 * scores['coarse']:.1f}"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", nargs="+", required=True, help="task:model[:regime][:field=value ...]")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--workers", type=int, default=1, help="runs at a time, one torch thread each")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "cells", help="run directories")
+    parser.add_argument("--results", type=Path, required=True, help="one JSON record per run")
+    parser.add_argument("--paper", type=Path, default=PAPER, help="folder of grid-winners.tsv and table-1b.tsv")
+    parser.add_argument("--python", default=sys.executable, help="interpreter that runs liemem")
+    args = parser.parse_args(argv)
+    winners = read_table(args.paper / "grid-winners.tsv")
+    cells = [parse_cell(text) for text in args.cells]
+    for task, model, regime, _ in cells:
+        if (task, model, regime) not in winners:
+            raise SystemExit(f"no kept settings for {task}/{model}/{regime} in {args.paper / 'grid-winners.tsv'}")
+    jobs = [(cell, seed) for cell in cells for seed in args.seeds]
+    records = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.workers) as pool:
+        futures = {
+            pool.submit(run_one, *cell, seed, winners, args.out, args.results, args.python): (cell, seed)
+            for cell, seed in jobs
+        }
+        for future in concurrent.futures.as_completed(futures):
+            (task, model, regime, overrides), seed = futures[future]
+            record = future.result()
+            records[run_name(task, model, regime, overrides, seed)] = record
+            status = score_text(record.get("paper_best")) if "best" in record else f"failed: {record.get('error')}"
+            print(
+                f"{run_name(task, model, regime, overrides, seed)}: {status} ({record['wall_seconds']} s)", flush=True
+            )
+    print(f"\n| cell | paper | {' | '.join(f'seed {s}' for s in args.seeds)} |")
+    print("|---|---|" + "---|" * len(args.seeds))
+    for task, model, regime, overrides in cells:
+        cells_text = []
+        for seed in args.seeds:
+            record = records[run_name(task, model, regime, overrides, seed)]
+            if "best" in record:
+                cells_text.append(score_text(record.get("paper_best")))
+            else:
+                cells_text.append(f"stopped ({score_text(record.get('paper_best'))})")
+        label = f"{model} {task} {regime}" + "".join(f" {k}={v}" for k, v in overrides.items())
+        print(
+            f"| {label} | {paper_score(args.paper / 'table-1b.tsv', task, model, regime)} | {' | '.join(cells_text)} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
