@@ -211,6 +211,37 @@ def score_text(scores: dict | None) -> str:
     return "-" if not scores else f"{100 * scores['fine']:.1f}/{100 * scores['coarse']:.1f}"
 
 
+def plot_curves(records: dict, cells: list, seeds: list, out: Path, paper_dir: Path = PAPER) -> None:
+    """One panel per cell: fine (dashed) and coarse (solid) at the 2x lengths against the step, a line per seed,
+    with the paper's coarse score as a grey line."""
+    from matplotlib.figure import Figure
+
+    columns = min(len(cells), 3)
+    rows = -(-len(cells) // columns)
+    figure = Figure(figsize=(4.2 * columns, 3.0 * rows), dpi=100, layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).flatten()
+    for ax, (task, model, regime, overrides) in zip(axes, cells, strict=False):
+        for index, seed in enumerate(seeds):
+            evaluations = records[run_name(task, model, regime, overrides, seed)].get("evals", [])
+            if not evaluations:
+                continue
+            steps, fine, coarse = zip(*evaluations, strict=True)
+            color = f"C{index}"
+            ax.plot(steps, [100 * c for c in coarse], color=color, label=f"seed {seed}")
+            ax.plot(steps, [100 * f for f in fine], color=color, linestyle="--", linewidth=0.8)
+        paper = paper_score(paper_dir / "table-1b.tsv", task, model, regime)
+        if "/" in paper:
+            ax.axhline(float(paper.split("/")[1]), color="grey", linewidth=0.8)
+        ax.set_title(f"{model} {task} {regime}" + "".join(f" {k}={v}" for k, v in overrides.items()), fontsize=9)
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("% at 2x (coarse solid, fine dashed)", fontsize=7)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes[len(cells) :]:
+        ax.set_visible(False)
+    figure.savefig(out)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", nargs="+", required=True, help="task:model[:regime][:field=value ...]")
@@ -220,6 +251,7 @@ def main(argv=None) -> None:
     parser.add_argument("--results", type=Path, required=True, help="one JSON record per run")
     parser.add_argument("--paper", type=Path, default=PAPER, help="folder of grid-winners.tsv and table-1b.tsv")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs liemem")
+    parser.add_argument("--plot", type=Path, help="also draw the cells' learning curves into this image file")
     args = parser.parse_args(argv)
     winners = read_table(args.paper / "grid-winners.tsv")
     cells = [parse_cell(text) for text in args.cells]
@@ -255,6 +287,9 @@ def main(argv=None) -> None:
         print(
             f"| {label} | {paper_score(args.paper / 'table-1b.tsv', task, model, regime)} | {' | '.join(cells_text)} |"
         )
+    if args.plot:
+        plot_curves(records, cells, args.seeds, args.plot, args.paper)
+        print(f"learning curves: {args.plot}")
 
 
 if __name__ == "__main__":

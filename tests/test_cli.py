@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +56,24 @@ def test_sample_test_split_uses_the_2x_lengths_and_is_deterministic(capsys):
     _, again, _ = run_cli(capsys, "sample", "--task", "double", "--split", "test", "-n", "30", "--seed", "1")
     _, other, _ = run_cli(capsys, "sample", "--task", "double", "--split", "test", "-n", "30", "--seed", "2")
     assert first == again and first != other
-    for line in first.splitlines():
-        example = json.loads(line)
+    examples = [json.loads(line) for line in first.splitlines()]
+    for example in examples:
         assert 41 <= len(example["input"]) <= 80 and len(example["target"]) == len(example["input"]) + 1
-        x = int("".join(reversed(example["input"])))
-        assert int("".join(reversed(example["target"]))) == 2 * x  # least significant digit first
+        x = int("".join(example["input"]))
+        assert int("".join(example["target"])) == 2 * x  # most significant digit first, as the authors write it
+    # 30 examples are less than one batch of 32, which the test set draws at one length.
+    assert len({len(example["input"]) for example in examples}) == 1
+
+
+def test_sample_test_split_draws_one_length_per_batch_of_32(capsys):
+    _, out, _ = run_cli(capsys, "sample", "--task", "bigram_flip", "--split", "test", "-n", "100", "--seed", "4")
+    lengths = [len(json.loads(line)["input"]) for line in out.splitlines()]
+    assert len(lengths) == 100 and lengths == sorted(lengths)
+    # Batches of 32, 32, 32 and 4 examples, each of one length (two batches may share one): so each length has
+    # a sum of those batches, and one length holds the 4. 33-64 symbols, odd counts rounded down to even.
+    counts = Counter(lengths).values()
+    assert all(count % 32 in (0, 4) for count in counts) and sum(count % 32 == 4 for count in counts) == 1
+    assert all(length % 2 == 0 and 32 <= length <= 64 for length in lengths)
 
 
 def test_train_then_eval_round_trip(tmp_path, capsys):
@@ -75,6 +90,35 @@ def test_train_then_eval_round_trip(tmp_path, capsys):
     _, out, _ = run_cli(capsys, "eval", str(out_dir), "--device", "cpu")
     again = json.loads(out.splitlines()[-1])
     assert (again["fine"], again["coarse"]) == (summary["fine"], summary["coarse"])
+
+
+@pytest.mark.parametrize("toml", ["batch_size = 8", "one_length_per_batch = false", "batch_size = 6\neval_seed = 3"])
+def test_eval_without_options_scores_the_very_test_set_of_the_run(toml, tmp_path, capsys, monkeypatch):
+    """The test set depends on the batch size (one length per batch) and on `one_length_per_batch`: `eval` must
+    take both from the run's configuration, or it scores other examples than the run did."""
+    from liemem.training import loop as training_loop
+
+    evaluate_module = importlib.import_module("liemem.training.evaluate")  # the package's `evaluate` is a function
+    scored = {"train": [], "eval": []}
+
+    def recording(original, key):
+        def score(model, buckets):
+            scored[key].append([(x.tolist(), y.tolist()) for bucket in buckets for x, y in zip(*bucket, strict=True)])
+            return original(model, buckets)
+
+        return score
+
+    monkeypatch.setattr(training_loop, "score", recording(training_loop.score, "train"))
+    monkeypatch.setattr(evaluate_module, "score", recording(evaluate_module.score, "eval"))
+    config = tmp_path / "run.toml"
+    config.write_text(toml + "\neval_samples = 40\n")
+    out_dir = tmp_path / "run"
+    assert main(["train", *TINY_TRAIN, "--test-lengths", "4-9", "--config", str(config), "--out", str(out_dir)]) == 0
+    capsys.readouterr()
+    _, out, _ = run_cli(capsys, "eval", str(out_dir), "--device", "cpu")
+    assert json.loads(out.splitlines()[-1])["samples"] == 40
+    assert len(scored["train"]) == 1 and len(scored["eval"]) == 1  # the run's final evaluation, and eval's
+    assert len(scored["eval"][0]) == 40 and scored["eval"][0] == scored["train"][0]
 
 
 def test_a_config_file_sets_options_and_flags_override_it(tmp_path, capsys):

@@ -135,17 +135,19 @@ def _forward_loop_arguments(monkeypatch, kernels, name="lantm"):
     return list(captured[0])
 
 
+# The captured pass reads `batch()`'s 6 tokens with 5 answer steps: 5 input steps (every token but the separator,
+# which begins the answer phase), so 5 + 1 = 6 memory slots and 5 + 5 = 10 steps in all.
 @pytest.mark.parametrize(
     "index, replace, message",
     [
         (11, lambda keys: keys.transpose(1, 2).contiguous().transpose(1, 2), "keys must be contiguous"),
         (12, lambda values: values.double(), "values must be Float, not Double"),
         (11, lambda keys: keys[..., :-1].contiguous(), "the memory needs input_length \\+ 1 slots"),
-        (12, lambda values: values[..., :-1].contiguous(), "values must have size 7 along dimension 2, not 6"),
-        (15, lambda dist2: dist2[:, :, :-1].contiguous(), "dist2 must have size 7 along dimension 2, not 6"),
-        (6, lambda outputs: outputs[:-1], "outputs must have size 11 along dimension 0, not 10"),
+        (12, lambda values: values[..., :-1].contiguous(), "values must have size 6 along dimension 2, not 5"),
+        (15, lambda dist2: dist2[:, :, :-1].contiguous(), "dist2 must have size 6 along dimension 2, not 5"),
+        (6, lambda outputs: outputs[:-1], "outputs must have size 10 along dimension 0, not 9"),
         (19, lambda nearest: nearest.int(), "nearest must be contiguous int64"),
-        (0, lambda length: 11, "input_length must be in \\[1, steps\\)"),
+        (0, lambda length: 10, "input_length must be in \\[1, steps\\)"),
     ],
 )
 def test_the_forward_loop_refuses_buffers_it_cannot_index(monkeypatch, index, replace, message):
@@ -163,6 +165,7 @@ def test_the_forward_loop_refuses_bad_steps_and_head_positions(monkeypatch):
     loop = kernels.ForwardLoop(*arguments)
     input_length, batch_size = arguments[0], arguments[1].shape[1]
     steps = arguments[1].shape[0]
+    assert (input_length, steps) == (5, 10)  # 6 tokens: 5 input steps, then the separator's and 4 more answer steps
     assert loop.control(0).shape == (batch_size, 2, arguments[21])  # both heads while writing
     assert loop.control(input_length).shape == (batch_size, 1, arguments[21])  # the read head after
     for step in (-1, steps):
@@ -400,6 +403,13 @@ def test_built_in_moves_equal_the_groups_python_moves(group_name, options, dtype
     assert expected.position[8:11].isnan().any(dim=-1).all()
     torch.testing.assert_close(moved_position, expected.position[:, 0], equal_nan=True, **tolerance)
     torch.testing.assert_close(moved_action, expected.action[:, 0], equal_nan=True, **tolerance)
+    if group_name == "so3":
+        # Zero raw outputs (the last 16 rows): the key softly projects to 0, not to a point of the sphere, the gate
+        # is sigmoid(0) = 1/2 and the rotation the identity, so the head lands at p / 2 / sqrt(1/4 + 1e-10) (the
+        # sphere's softened projection of the lerp p / 2), next to where it was.
+        start = position[-16:].double()
+        reference = (0.5 * start / math.sqrt(0.25 + 1e-10)).to(dtype)
+        torch.testing.assert_close(moved_position[-16:], reference, **tolerance)
 
 
 def test_a_compiled_move_with_a_learnable_bound_gives_the_eager_gradients():

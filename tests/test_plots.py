@@ -27,6 +27,7 @@ from liemem.plots import (
     chart,
     curves,
     draw,
+    plot_read_weights,
     plot_run,
     plot_timeline,
     plot_trail,
@@ -98,12 +99,16 @@ def test_a_line_is_drawn_against_time():
     assert view.labels == ("k1",)
     np.testing.assert_array_equal(view.coords, [[1.5], [-2.0]])
     ax = draw("trail", recording, []).axes[0]
+    # <start> a b c d <sep>: 5 input steps write slots 1-5 on rows 0-4; the separator's step, row 5, is the first
+    # answer step and writes nothing.
+    written = len(inputs) - 1
+    assert written == 5 and recording.keys.shape == (written + 1, 1)
     writes = np.column_stack(ax.lines[0].get_data())
-    np.testing.assert_allclose(writes, np.column_stack((recording.keys[1:, 0], np.arange(len(inputs)))))
+    np.testing.assert_allclose(writes, np.column_stack((recording.keys[1:, 0], np.arange(written))))
     assert ax.get_ylabel() == "step" and ax.yaxis_inverted()
     reads = np.column_stack(ax.lines[2].get_data())
-    steps = np.arange(len(inputs), len(inputs) + len(targets))
-    np.testing.assert_allclose(reads, np.column_stack((recording.read_positions[len(inputs) :, 0], steps)))
+    steps = np.arange(written, written + len(targets))
+    np.testing.assert_allclose(reads, np.column_stack((recording.read_positions[written:, 0], steps)))
 
 
 def test_the_two_sphere_is_drawn_in_three_dimensions():
@@ -187,11 +192,12 @@ def test_lantm_read_weights_follow_the_inverse_square_formula():
         trace = model.trace(inputs, 4)
         access = model.access_trace(inputs, 4)
     torch.testing.assert_close(access.logits, model(inputs, 4), rtol=0, atol=1e-12)
-    assert access.read_weights.shape == (2, 9, 1, 6) and access.input_length == 5
+    # 5 tokens: 4 input steps (the last token begins the answer phase), 4 + 4 = 8 steps, 1 + 4 = 5 slots.
+    assert access.read_weights.shape == (2, 8, 1, 5) and access.input_length == 4
     keys, strengths = trace.keys.numpy(), trace.strengths.numpy()
-    for step in range(9):
+    for step in range(8):
         query = trace.read_positions[:, step].numpy()
-        written = 1 + min(step, 5)  # slot 0, then one slot per input step before this one
+        written = 1 + min(step, 4)  # slot 0, then one slot per input step before this one
         dist2 = ((query[:, None] - keys[:, :written]) ** 2).sum(-1)
         expected = strengths[:, :written] / (dist2 + 1e-10)
         expected /= expected.sum(axis=1, keepdims=True)
@@ -206,11 +212,13 @@ def test_each_input_step_writes_the_slot_that_holds_its_key():
     inputs = torch.randint(0, 10, (3, 4))
     with torch.no_grad():
         trace, access = model.trace(inputs, 3), model.access_trace(inputs, 3)
-    written = access.write_weights[:, :4, 0]
-    assert (written.sum(-1) == 1).all() and (access.write_weights[:, 4:] == 0).all()  # answer steps write nothing
+    # 4 tokens: 3 input steps; the separator's step is the first of the 3 answer steps, which write nothing.
+    assert access.write_weights.shape == (3, 6, 1, 4) and access.input_length == 3
+    written = access.write_weights[:, :3, 0]
+    assert (written.sum(-1) == 1).all() and (access.write_weights[:, 3:] == 0).all()
     slots = written.argmax(-1)  # [B, input steps]
     torch.testing.assert_close(torch.gather(trace.keys, 1, slots[..., None].expand(-1, -1, 3)), trace.write_positions)
-    assert len(set(slots[0].tolist())) == 4  # a new slot each step
+    assert slots.tolist() == [[1, 2, 3]] * 3  # a new slot each step, after the initial slot 0
 
 
 @pytest.mark.parametrize("name", ["ram", "ram-tape"])
@@ -230,15 +238,16 @@ def test_ram_traces_the_weights_its_reads_used(name, monkeypatch):
 
     monkeypatch.setattr(liemem.memory, "read", spy)
     access = model.access_trace(inputs, 3)
-    assert len(used) == 7 and access.read_weights.shape == (3, 7, 1, 5)
+    # 4 tokens: 3 input steps (the last token begins the answer phase), 3 + 3 = 6 reads, 1 + 3 = 4 slots.
+    assert len(used) == 6 and access.read_weights.shape == (3, 6, 1, 4) and access.input_length == 3
     for step, weights in enumerate(used):
         slots = weights.shape[-1]
-        assert slots == 1 + min(step, 4)  # the initial slot, then one per input step read before
+        assert slots == 1 + min(step, 3)  # the initial slot, then one per input step read before
         torch.testing.assert_close(access.read_weights[:, step, :, :slots], weights)
         assert (access.read_weights[:, step, :, slots:] == 0).all()
-    expected = np.zeros((7, 5))
-    expected[np.arange(4), np.arange(1, 5)] = 1.0
-    np.testing.assert_array_equal(access.write_weights[:, :, 0].numpy(), np.broadcast_to(expected, (3, 7, 5)))
+    expected = np.zeros((6, 4))
+    expected[np.arange(3), np.arange(1, 4)] = 1.0  # input step t appends slot t + 1; answer steps write nothing
+    np.testing.assert_array_equal(access.write_weights[:, :, 0].numpy(), np.broadcast_to(expected, (3, 6, 4)))
     torch.testing.assert_close(access.logits, model(inputs, 3))
 
 
@@ -258,7 +267,9 @@ def test_ntm_traces_every_heads_weighting(monkeypatch):
 
     monkeypatch.setattr(addressing, "address", spy)
     access = model.access_trace(inputs, 3)
-    assert access.read_weights.shape == (2, 7, 2, 16) and access.write_weights.shape == (2, 7, 2, 16)
+    # 4 tokens: 3 input steps, then 3 answer steps (the first fed the separator): 6 steps, each addressing all heads.
+    assert access.read_weights.shape == (2, 6, 2, 16) and access.write_weights.shape == (2, 6, 2, 16)
+    assert access.input_length == 3 and len(used) == 6
     addressed = torch.stack(used, dim=1)  # [B, steps, read heads then write heads, slots]
     torch.testing.assert_close(access.read_weights, addressed[:, :, :2])
     torch.testing.assert_close(access.write_weights, addressed[:, :, 2:])
@@ -276,12 +287,14 @@ def test_a_model_without_memory_says_so():
 def test_a_recording_labels_each_slot_with_the_symbol_written_there():
     task, inputs, targets = copy_example()
     recording = record(build_model("lantm", task.vocab_size), task, inputs, targets)
-    assert recording.slot_labels() == ["", *task.decode(inputs)]
-    assert recording.inputs == task.decode(inputs) and len(recording.predicted) == len(targets)
-    assert recording.keys.shape == (len(inputs) + 1, 2) and recording.read_positions.shape == (
-        len(inputs) + len(targets),
-        2,
-    )
+    # <start> and the 5 symbols are the input steps, each writing a slot; <sep> begins the answer phase and
+    # writes none, so it labels no slot.
+    tokens = task.decode(inputs)
+    assert tokens[-1] == "<sep>" and recording.input_length == len(inputs) - 1 == 6
+    assert recording.slot_labels() == ["", *tokens[:-1]]
+    assert recording.inputs == tokens and len(recording.predicted) == len(targets)
+    assert recording.keys.shape == (len(inputs), 2)  # the initial slot and one per input step
+    assert recording.read_positions.shape == (len(inputs) - 1 + len(targets), 2)
 
 
 def test_soft_writes_label_only_the_slots_written_mostly():
@@ -362,12 +375,14 @@ def test_the_trail_draws_the_written_keys_and_the_read_path():
     figure = draw("trail", recording, [])
     ax = figure.axes[0]
     writes, reads_in, reads_out = ax.lines[:3]
+    written = len(inputs) - 1  # input steps: every token but <sep>, whose step is the first answer step
+    assert len(recording.keys) == written + 1
     np.testing.assert_allclose(np.column_stack(writes.get_data()), recording.keys[1:])
-    np.testing.assert_allclose(np.column_stack(reads_out.get_data()), recording.read_positions[len(inputs) :])
-    np.testing.assert_allclose(np.column_stack(reads_in.get_data()), recording.read_positions[: len(inputs) + 1])
+    np.testing.assert_allclose(np.column_stack(reads_out.get_data()), recording.read_positions[written:])
+    np.testing.assert_allclose(np.column_stack(reads_in.get_data()), recording.read_positions[: written + 1])
     memory, ring = ax.collections[:2]
     np.testing.assert_allclose(memory.get_offsets(), recording.keys)
-    np.testing.assert_allclose(ring.get_offsets(), recording.read_positions[len(inputs)][None])  # first answer step
+    np.testing.assert_allclose(ring.get_offsets(), recording.read_positions[written][None])  # first answer step
     # Fill by strength: black for strength 1, white for 0, on the Greys colour map.
     greys = memory.get_facecolors()[:, :3].mean(axis=1)
     assert np.all(np.diff(greys[np.argsort(recording.strengths)]) <= 1e-12)
@@ -422,9 +437,20 @@ def test_the_heatmap_shows_the_answer_steps_read_weights_of_every_head():
     figure = draw("heatmap", recording, [])
     images = [ax.images[0] for ax in figure.axes if ax.images]
     assert len(images) == 2
-    expected = model.access_trace(torch.as_tensor(inputs).unsqueeze(0), len(targets)).read_weights[0, len(inputs) :]
+    weights = model.access_trace(torch.as_tensor(inputs).unsqueeze(0), len(targets)).read_weights[0]
+    written = len(inputs) - 1  # input steps: every token but <sep>, whose step is the first answer step
+    assert weights.shape[0] == written + len(targets)
+    expected = weights[written:]
     for head, image in enumerate(images):
         np.testing.assert_allclose(image.get_array(), expected[:, head].detach().double().numpy(), atol=1e-6)
+        assert [label.get_text() for label in image.axes.get_yticklabels()] == task.decode(targets)
+    # Every step: rows are the input steps' tokens (without <sep>), then the targets of the answer steps.
+    from matplotlib.figure import Figure
+
+    ax = plot_read_weights(Figure().add_subplot(), recording, head=1, answer_only=False)
+    np.testing.assert_allclose(ax.images[0].get_array(), weights[:, 1].detach().double().numpy(), atol=1e-6)
+    labels = [label.get_text() for label in ax.get_yticklabels()]
+    assert labels == task.decode(inputs)[:-1] + task.decode(targets)
 
 
 def test_the_timeline_puts_step_t_on_row_t_at_the_keys_first_principal_coordinate():
@@ -439,7 +465,9 @@ def test_the_timeline_puts_step_t_on_row_t_at_the_keys_first_principal_coordinat
     axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]
     written = centred[1 : len(recording.keys)] @ axis
     offsets = ax.collections[-1].get_offsets()  # the writes, drawn last
-    np.testing.assert_array_equal(offsets[:, 1], np.arange(len(inputs)))
+    input_steps = len(inputs) - 1  # every token but <sep>, whose step is the first answer step
+    assert len(recording.keys) == input_steps + 1
+    np.testing.assert_array_equal(offsets[:, 1], np.arange(input_steps))
     if written[-1] < written[0]:
         written = -written  # the view orients writing left to right
     np.testing.assert_allclose(offsets[:, 0], written, atol=1e-9)
@@ -448,10 +476,10 @@ def test_the_timeline_puts_step_t_on_row_t_at_the_keys_first_principal_coordinat
     if (centred[len(recording.keys) - 1] @ axis) * sign < (centred[1] @ axis) * sign:
         read = -read
     answers = ax.collections[2].get_offsets()  # the read head on the answer rows
-    np.testing.assert_array_equal(answers[:, 1], np.arange(len(inputs), len(inputs) + len(targets)))
-    np.testing.assert_allclose(answers[:, 0], read[len(inputs) :], atol=1e-9)
+    np.testing.assert_array_equal(answers[:, 1], np.arange(input_steps, input_steps + len(targets)))
+    np.testing.assert_allclose(answers[:, 0], read[input_steps:], atol=1e-9)
     labels = [label.get_text() for label in ax.get_yticklabels()]
-    assert labels == recording.inputs + recording.predicted
+    assert labels == task.decode(inputs)[:-1] + recording.predicted
 
 
 GROUP_CASES = [(name, {}) for name in groups.names()] + [

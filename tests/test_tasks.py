@@ -3,6 +3,10 @@
 Every input -> target mapping is checked example by example against a reference written here with plain Python
 loops and Python integers, which also parses the input and fails on any misplaced symbol. The file also covers
 the registry, the size ranges and their validation, `sample`, `encode`/`decode` and the arithmetic edge cases.
+
+Where the authors' code and the paper's text differ, the tasks follow the code: double writes its numbers most
+significant digit first (the paper's order is the option `digit_order="lsb"`), and the size of bigram flip and
+odd first counts symbols, an odd count rounded down to even.
 """
 
 from __future__ import annotations
@@ -31,17 +35,22 @@ PAPER_ORDER = (
 )
 
 # (train sizes, test sizes), as table 1a of the paper gives them (associative recall: the NTM paper's setup).
+# Bigram flip and odd first count symbols, as the authors' generator does: the table's k in 1-16 (test 17-32)
+# pairs are 2-32 (test 33-64) symbols, odd counts rounded down to even.
 TABLE_SIZES = {
     "copy": ((2, 64), (65, 128)),
     "reverse": ((2, 64), (65, 128)),
-    "bigram_flip": ((1, 16), (17, 32)),
-    "odd_first": ((1, 16), (17, 32)),
+    "bigram_flip": ((2, 32), (33, 64)),
+    "odd_first": ((2, 32), (33, 64)),
     "double": ((2, 40), (41, 80)),
     "interleaved_add": ((2, 16), (17, 32)),
     "repeat_copy": ((1, 5), (6, 10)),
     "priority_sort": ((2, 10), (11, 20)),
     "associative_recall": ((2, 6), (7, 12)),
 }
+
+# Tasks whose size must be at least 2: two items to recall between, or one pair of symbols.
+MIN_SIZE_2 = ("bigram_flip", "odd_first", "associative_recall")
 
 DIGITS = tuple(str(i) for i in range(10))
 MARKERS = ("<start>", "<sep>", "<end>")
@@ -74,17 +83,22 @@ class Case:
         return self.options.get("item_length", 3)
 
     @property
+    def digit_order(self) -> str:
+        return self.options.get("digit_order", "msb")
+
+    @property
     def symbols(self) -> tuple[str, ...]:
         plain = tuple(str(i) for i in range(self.plain))
         extra = {"repeat_copy": ("@",), "priority_sort": ("@",), "associative_recall": ("#", "?")}
         return plain + extra.get(self.name, ())
 
     def input_length(self, size: int) -> int:
+        even = size - size % 2  # the paired tasks' symbols: an odd size is rounded down
         return {
             "copy": size,
             "reverse": size,
-            "bigram_flip": 2 * size,
-            "odd_first": 2 * size,
+            "bigram_flip": even,
+            "odd_first": even,
             "double": size,
             "interleaved_add": 2 * size,
             "repeat_copy": size + self.block,
@@ -93,11 +107,12 @@ class Case:
         }[self.name]
 
     def target_length(self, size: int) -> int:
+        even = size - size % 2
         return {
             "copy": size,
             "reverse": size,
-            "bigram_flip": 2 * size,
-            "odd_first": 2 * size,
+            "bigram_flip": even,
+            "odd_first": even,
             "double": size + 1,
             "interleaved_add": size + 1,
             "repeat_copy": size * self.block,
@@ -105,11 +120,18 @@ class Case:
             "associative_recall": self.item_length,
         }[self.name]
 
-    def size_of_input(self, length: int, sizes: tuple[int, int]) -> int:
-        """The size whose inputs have `length` tokens (input lengths grow strictly with the size)."""
+    def sizes_of_input(self, length: int, sizes: tuple[int, int]) -> list[int]:
+        """The sizes in `sizes` whose inputs have `length` tokens: one, or for the paired tasks up to two (an even
+        size and the odd one above it); input lengths never shrink as the size grows."""
         matches = [size for size in range(sizes[0], sizes[1] + 1) if self.input_length(size) == length]
-        assert len(matches) == 1, f"no size in {sizes} has inputs of {length} tokens"
-        return matches[0]
+        assert matches, f"no size in {sizes} has inputs of {length} tokens"
+        assert len(matches) <= 2 and (len(matches) == 1 or self.name in ("bigram_flip", "odd_first")), matches
+        return matches
+
+    def size_of_input(self, length: int, sizes: tuple[int, int]) -> int:
+        """The one size whose inputs have `length` tokens (for tasks whose input lengths grow strictly)."""
+        (size,) = self.sizes_of_input(length, sizes)
+        return size
 
     def reference(self, tokens: list[int]) -> list[int]:
         """The target the specification gives for `tokens`; an input that breaks its format fails an assert."""
@@ -154,6 +176,11 @@ def number(digits: list[int]) -> int:
     return sum(digit * 10**place for place, digit in enumerate(digits))
 
 
+def msb_number(digits: list[int]) -> int:
+    """A Python int from decimal digits, most significant first (as written: int of the joined text)."""
+    return int("".join(str(digit) for digit in digits))
+
+
 def digits_of(value: int, width: int) -> list[int]:
     """The `width` decimal digits of `value`, least significant first, zero padded."""
     text = str(value).zfill(width)
@@ -161,8 +188,18 @@ def digits_of(value: int, width: int) -> list[int]:
     return [int(character) for character in reversed(text)]
 
 
+def msb_digits_of(value: int, width: int) -> list[int]:
+    """The `width` decimal digits of `value`, most significant first, zero padded."""
+    text = str(value).zfill(width)
+    assert len(text) == width, f"{value} does not fit in {width} digits"
+    return [int(character) for character in text]
+
+
 def reference_double(tokens, case):
     plain_symbols(tokens, case)
+    if case.digit_order == "msb":
+        return msb_digits_of(2 * msb_number(tokens), len(tokens) + 1)
+    assert case.digit_order == "lsb"
     return digits_of(2 * number(tokens), len(tokens) + 1)
 
 
@@ -248,6 +285,8 @@ CASES = [
     Case("reverse", {"symbol_count": 2}),
     Case("bigram_flip", {"symbol_count": 3}),
     Case("odd_first", {"symbol_count": 7}),
+    Case("double", {"digit_order": "msb"}),
+    Case("double", {"digit_order": "lsb"}),
     Case("repeat_copy", {"symbol_count": 4, "block": 3}),
     Case("priority_sort", {"symbol_count": 3}),
     Case("associative_recall", {"symbol_count": 5, "item_length": 2}),
@@ -274,9 +313,15 @@ def test_references_on_hand_computed_examples():
     assert case["reverse"].reference([3, 127, 0]) == [0, 127, 3]
     assert case["bigram_flip"].reference([1, 2, 3, 4, 5, 6]) == [2, 1, 4, 3, 6, 5]
     assert case["odd_first"].reference([1, 2, 3, 4, 5, 6]) == [1, 3, 5, 2, 4, 6]
-    assert case["double"].reference([7, 3]) == [4, 7, 0]  # 37 * 2 = 74
-    assert case["double"].reference([9, 9]) == [8, 9, 1]  # 99 * 2 = 198
-    assert case["double"].reference([0, 5]) == [0, 0, 1]  # 50 * 2 = 100
+    # Double, most significant digit first (the default) and least significant first.
+    assert case["double"].reference([3, 7]) == [0, 7, 4]  # 37 * 2 = 74
+    assert case["double"].reference([9, 9]) == [1, 9, 8]  # 99 * 2 = 198
+    assert case["double"].reference([5, 0]) == [1, 0, 0]  # 50 * 2 = 100
+    assert case["double"].reference([0, 4, 5]) == [0, 0, 9, 0]  # 045 * 2 = 0090
+    lsb = Case("double", {"digit_order": "lsb"})
+    assert lsb.reference([7, 3]) == [4, 7, 0]  # 37 * 2 = 74
+    assert lsb.reference([9, 9]) == [8, 9, 1]  # 99 * 2 = 198
+    assert lsb.reference([0, 5]) == [0, 0, 1]  # 50 * 2 = 100
     assert case["interleaved_add"].reference([1, 2, 3, 4]) == [3, 7, 0]  # 31 + 42 = 73
     assert case["interleaved_add"].reference([9, 1, 9, 0]) == [0, 0, 1]  # 99 + 1 = 100
     assert case["interleaved_add"].reference([5, 7, 9, 0]) == [2, 0, 1]  # 95 + 7 = 102
@@ -331,6 +376,10 @@ def test_unknown_name_lists_the_valid_ones():
     [
         ("copy", {"bogus": 1}),
         ("double", {"symbol_count": 10}),
+        ("double", {"digit_order": "middle"}),
+        ("double", {"digit_order": "MSB"}),
+        ("interleaved_add", {"digit_order": "msb"}),  # its order is the paper's and the authors' alike
+        ("bigram_flip", {"digit_order": "msb"}),
         ("interleaved_add", {"block": 2}),
         ("copy", {"symbol_count": 1}),
         ("reverse", {"symbol_count": 2.5}),
@@ -391,9 +440,8 @@ def test_size_ranges_match_the_table(name):
 
 
 def test_min_sizes():
-    assert tasks.get("associative_recall").min_size == 2
-    for name in PAPER_ORDER[:-1]:
-        assert tasks.get(name).min_size == 1
+    for name in PAPER_ORDER:
+        assert tasks.get(name).min_size == (2 if name in MIN_SIZE_2 else 1), name
 
 
 # Size validation.
@@ -414,6 +462,8 @@ def test_min_sizes():
         ("copy", 5, "integers"),
         ("copy", None, "integers"),
         ("double", (-3, -1), "start at 1"),
+        ("bigram_flip", (1, 16), "start at 2"),  # one symbol makes no pair
+        ("odd_first", (1, 16), "start at 2"),
     ],
 )
 def test_check_sizes_rejects_bad_ranges(name, sizes, message):
@@ -437,6 +487,14 @@ def test_bad_sizes_are_refused(name, size):
         task.check_size(size)
     with pytest.raises(ConfigError):
         task.generate(size, 2, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("name", ["bigram_flip", "odd_first"])
+def test_paired_tasks_need_two_symbols(name):
+    task = tasks.get(name)
+    with pytest.raises(ConfigError, match="size must be an integer in \\[2, "):
+        task.generate(1, 2, np.random.default_rng(0))
+    assert task.generate(2, 3, np.random.default_rng(0)).inputs.shape == (3, 2)
 
 
 def test_associative_recall_needs_two_items():
@@ -518,12 +576,15 @@ def test_associative_recall_items_are_distinct_even_when_few_exist():
 # Arithmetic: uniform numbers, uniform digits, and carries that reach the last digit.
 
 
-def test_double_draws_x_uniformly_below_10_to_the_k():
-    inputs, targets = tasks.get("double").generate(2, 20_000, np.random.default_rng(6))
-    x = inputs[:, 0] + 10 * inputs[:, 1]
+@pytest.mark.parametrize("digit_order", ["msb", "lsb"])
+def test_double_draws_x_uniformly_below_10_to_the_k(digit_order):
+    inputs, targets = tasks.get("double", digit_order=digit_order).generate(2, 20_000, np.random.default_rng(6))
+    # Where the tens and the hundreds sit: first with the most significant digit first, last otherwise.
+    tens, units, top_column = (0, 1, 0) if digit_order == "msb" else (1, 0, 2)
+    x = 10 * inputs[:, tens] + inputs[:, units]
     counts = np.bincount(x, minlength=100)
     assert len(counts) == 100 and counts.min() > 120 and counts.max() < 290
-    top = targets[:, 2]
+    top = targets[:, top_column]
     assert set(top.tolist()) == {0, 1}
     # The top digit of 2x is 1 exactly when x >= 50, half the time.
     assert (top == (x >= 50)).all()
@@ -549,9 +610,12 @@ def test_interleaved_add_draws_independent_uniform_numbers():
     assert (targets[rippled, 1] == 0).all() and (targets[rippled, 2] == 1).all()
 
 
-@pytest.mark.parametrize("name", ["double", "interleaved_add"])
-def test_digits_are_roughly_uniform(name):
-    inputs, targets = tasks.get(name).generate(5, 4000, np.random.default_rng(8))
+@pytest.mark.parametrize(
+    ("name", "options", "lowest_column"),
+    [("double", {}, -1), ("double", {"digit_order": "lsb"}, 0), ("interleaved_add", {}, 0)],
+)
+def test_digits_are_roughly_uniform(name, options, lowest_column):
+    inputs, targets = tasks.get(name, **options).generate(5, 4000, np.random.default_rng(8))
     for column in inputs.T:
         counts = np.bincount(column, minlength=10)
         assert len(counts) == 10 and counts.min() > 300 and counts.max() < 500
@@ -559,12 +623,81 @@ def test_digits_are_roughly_uniform(name):
     for column in targets[:, 1:-1].T:
         counts = np.bincount(column, minlength=10)
         assert len(counts) == 10 and counts.min() > 300 and counts.max() < 500
-    lowest = np.bincount(targets[:, 0], minlength=10)
+    top = targets[:, -1 - lowest_column]  # the other end: 0 or 1
+    assert set(top.tolist()) == {0, 1}
+    lowest = np.bincount(targets[:, lowest_column], minlength=10)
     if name == "double":
         # 2x is even: its lowest digit is one of 0, 2, 4, 6, 8, each a fifth of the time.
         assert lowest[1::2].sum() == 0 and lowest[0::2].min() > 650 and lowest[0::2].max() < 950
     else:
         assert lowest.min() > 300 and lowest.max() < 500
+
+
+def test_double_writes_most_significant_digits_first_by_default():
+    """The authors' generator writes x and 2x as text, most significant digit first; 'lsb' is the paper's text."""
+    assert tasks.get("double").digit_order == "msb"
+    msb = tasks.get("double").generate(12, 300, np.random.default_rng(21))
+    explicit = tasks.get("double", digit_order="msb").generate(12, 300, np.random.default_rng(21))
+    lsb = tasks.get("double", digit_order="lsb").generate(12, 300, np.random.default_rng(21))
+    np.testing.assert_array_equal(msb.inputs, explicit.inputs)
+    np.testing.assert_array_equal(msb.targets, explicit.targets)
+    assert msb.inputs.shape == (300, 12) and msb.targets.shape == (300, 13)
+    for row_in, row_out in zip(msb.inputs.tolist(), msb.targets.tolist(), strict=True):
+        x = int("".join(map(str, row_in)))
+        assert int("".join(map(str, row_out))) == 2 * x, row_in
+        assert "".join(map(str, row_out)) == str(2 * x).zfill(13)  # zero padded on the left
+    for row_in, row_out in zip(lsb.inputs.tolist(), lsb.targets.tolist(), strict=True):
+        x = int("".join(map(str, reversed(row_in))))
+        assert int("".join(map(str, reversed(row_out)))) == 2 * x, row_in
+    # From one random stream the two orders draw the same numbers, written in opposite directions.
+    np.testing.assert_array_equal(msb.inputs, lsb.inputs[:, ::-1])
+    np.testing.assert_array_equal(msb.targets, lsb.targets[:, ::-1])
+    # And the orders differ in fact: an example that reads the same both ways is rare at 12 digits.
+    assert not np.array_equal(msb.inputs, lsb.inputs)
+
+
+@pytest.mark.parametrize("name", ["bigram_flip", "odd_first"])
+def test_paired_tasks_round_an_odd_size_down_to_even(name):
+    case = Case(name)
+    task = case.task()
+    five = task.generate(5, 20, np.random.default_rng(22))
+    assert five.inputs.shape == (20, 4) and five.targets.shape == (20, 4)  # 4 symbols: 2 pairs
+    check_examples(case, five, 4, 20)
+    # 33, the smallest test size, has 32 symbols: as many as the largest training size.
+    assert task.generate(33, 3, np.random.default_rng(22)).inputs.shape == (3, 32)
+    assert task.generate(64, 3, np.random.default_rng(22)).inputs.shape == (3, 64)
+    # Size 5 is size 4 exactly: from the same random stream both draw the same examples.
+    four = task.generate(4, 20, np.random.default_rng(22))
+    np.testing.assert_array_equal(four.inputs, five.inputs)
+
+
+@pytest.mark.parametrize(
+    ("name", "sizes", "lengths"),
+    [
+        ("bigram_flip", (2, 32), range(2, 33, 2)),
+        ("odd_first", (2, 32), range(2, 33, 2)),
+        ("bigram_flip", (33, 64), range(32, 65, 2)),
+        ("odd_first", (33, 64), range(32, 65, 2)),
+    ],
+)
+def test_paired_tasks_draw_each_even_symbol_count_as_often_as_its_sizes(name, sizes, lengths):
+    """Sizes drawn uniformly then rounded down to even: each inner even count comes from two sizes (2j and
+    2j + 1), the lowest of a range that starts odd and the highest of one that ends even from one only."""
+    groups = tasks.get(name).sample(sizes, 32_000, np.random.default_rng(23))
+    counts = Counter()
+    for examples in groups:
+        assert examples.inputs.shape[1] % 2 == 0
+        counts[examples.inputs.shape[1]] += len(examples.inputs)
+    assert sorted(counts) == list(lengths)
+    share = {length: count / 32_000 for length, count in counts.items()}
+    single = 1 / (sizes[1] - sizes[0] + 1)  # one size's share
+    low, high = lengths[0], lengths[-1]
+    # Training: 2 comes from 2 and 3, 32 from 32 alone. Test: 32 from 33 alone, 64 from 64 alone.
+    low_sizes = 2 if sizes[0] % 2 == 0 else 1
+    assert share[low] == pytest.approx(low_sizes * single, rel=0.2)
+    assert share[high] == pytest.approx(single, rel=0.2)
+    for length in lengths[1:-1]:
+        assert share[length] == pytest.approx(2 * single, rel=0.15), length
 
 
 # Determinism and sampling.
@@ -596,9 +729,14 @@ def test_sample_groups_sizes_within_the_range(case, data, seed):
     count = data.draw(st.integers(0, 12), label="count")
     groups = task.sample((low, high), count, np.random.default_rng(seed))
     assert sum(len(examples.inputs) for examples in groups) == count
-    sizes = [case.size_of_input(examples.inputs.shape[1], (low, high)) for examples in groups]
-    assert sizes == sorted(set(sizes))
-    for size, examples in zip(sizes, groups, strict=True):
+    lengths = [examples.inputs.shape[1] for examples in groups]
+    # Groups come by size, ascending: their lengths never fall, and a length repeats only where two sizes
+    # share it (a paired task's even size and the odd one above it).
+    assert lengths == sorted(lengths)
+    for length, repeats in Counter(lengths).items():
+        assert repeats <= len(case.sizes_of_input(length, (low, high))), (length, repeats)
+    for length, examples in zip(lengths, groups, strict=True):
+        size = case.sizes_of_input(length, (low, high))[0]
         check_examples(case, examples, size, len(examples.inputs))
     again = task.sample((low, high), count, np.random.default_rng(seed))
     assert len(again) == len(groups)
@@ -647,9 +785,9 @@ def test_encode_frames_inputs_and_targets_with_markers(case):
 
 def test_encode_of_hand_built_examples():
     task = tasks.get("double")
-    examples = tasks.Examples(np.array([[7, 3]]), np.array([[4, 7, 0]]))
+    examples = tasks.Examples(np.array([[3, 7]]), np.array([[0, 7, 4]]))  # 37 * 2 = 74, most significant first
     inputs, targets = task.encode(examples)
-    assert inputs.tolist() == [[10, 7, 3, 11]]
-    assert targets.tolist() == [[4, 7, 0, 12]]
-    assert task.decode(inputs[0]) == ["<start>", "7", "3", "<sep>"]
-    assert task.decode(targets[0]) == ["4", "7", "0", "<end>"]
+    assert inputs.tolist() == [[10, 3, 7, 11]]
+    assert targets.tolist() == [[0, 7, 4, 12]]
+    assert task.decode(inputs[0]) == ["<start>", "3", "7", "<sep>"]
+    assert task.decode(targets[0]) == ["0", "7", "4", "<end>"]

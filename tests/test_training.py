@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import math
 import sys
@@ -29,7 +30,8 @@ from liemem.training import (
 )
 from liemem.training import loop as training_loop
 from liemem.training.data import Bucket, symbol_loss, to_buckets, train_examples
-from liemem.training.evaluate import score
+from liemem.training.data import test_examples as draw_test_set  # under its own name pytest would collect it
+from liemem.training.evaluate import Scores, score
 from liemem.training.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,14 +44,31 @@ def tiny(**overrides) -> TrainConfig:
     return TrainConfig(**{**TINY, "steps": 12, "eval_every": 6, "checkpoint_every": 4, "log_every": 2, **overrides})
 
 
-def test_learning_rate_is_constant_then_decays_every_20_steps():
+def authors_rates(lr: float, decay_after: int, steps: int) -> list[float]:
+    """The rate of each step 1..steps as the authors' loop sets it: it trains in iterations of 10 steps, and past
+    `decay_after` steps, at the end of every second iteration, multiplies the rate by 0.99 for the steps after."""
+    rates, rate = [], lr
+    for step in range(1, steps + 1):
+        rates.append(rate)
+        if step > decay_after and (step - decay_after) % 20 == 0:
+            rate *= 0.99
+    return rates
+
+
+def test_learning_rate_is_constant_then_decays_after_every_20_steps():
     config = TrainConfig(lr=0.02, decay_after=3000).resolved()
     assert learning_rate(config, 1) == 0.02
     assert learning_rate(config, 3000) == 0.02
-    assert learning_rate(config, 3019) == 0.02
-    assert learning_rate(config, 3020) == pytest.approx(0.02 * 0.99)
-    assert learning_rate(config, 3400) == pytest.approx(0.02 * 0.99**20)
-    assert learning_rate(config, 10_000) == pytest.approx(0.02 * 0.99**350)
+    assert learning_rate(config, 3020) == 0.02  # the 20 steps past 3000 run at the full rate
+    assert learning_rate(config, 3021) == pytest.approx(0.02 * 0.99)  # the first decayed step
+    assert learning_rate(config, 3040) == pytest.approx(0.02 * 0.99)
+    assert learning_rate(config, 3041) == pytest.approx(0.02 * 0.99**2)
+    assert learning_rate(config, 3400) == pytest.approx(0.02 * 0.99**19)
+    assert learning_rate(config, 3401) == pytest.approx(0.02 * 0.99**20)
+    assert learning_rate(config, 10_000) == pytest.approx(0.02 * 0.99**349)
+    reference = authors_rates(0.02, 3000, 10_000)
+    for step in range(1, 10_001):
+        assert learning_rate(config, step) == pytest.approx(reference[step - 1], rel=1e-12), step
 
 
 def test_defaults_are_the_papers():
@@ -59,6 +78,8 @@ def test_defaults_are_the_papers():
     assert (config.rmsprop_alpha, config.rmsprop_eps, config.clip_norm) == (0.99, 1e-8, 32.0)
     assert (config.regime, config.small_regime_batches, config.eval_samples) == ("small", 500, 3200)
     assert config.lr == 0.02
+    # The training batches follow the run's seed, and every evaluation competes for the best one.
+    assert (config.data_seed, config.best_after) == (None, 0)
     assert TrainConfig(model="lstm").resolved().lr == 0.002
     assert TrainConfig(model="ntm").resolved().lr == TrainConfig(model="ram").resolved().lr == 0.02
 
@@ -79,6 +100,9 @@ def test_defaults_are_the_papers():
         ({"task": "associative_recall", "train_lengths": (1, 4)}, "must start at 2 or more"),
         ({"decay_rate": 1.5}, "decay_rate must be in [0, 1]"),
         ({"device": "tpu"}, "unknown device"),
+        ({"data_seed": -1}, "data_seed must be in [0, "),
+        ({"data_seed": 1.5}, "data_seed must be"),
+        ({"best_after": -1}, "best_after must be >= 0"),
     ],
 )
 def test_invalid_configurations_are_refused_by_name(overrides, message, tmp_path):
@@ -152,6 +176,27 @@ def test_training_batches_come_from_their_index_alone():
     assert sum(len(group.inputs) for group in mixed) == 32 and len(mixed) > 1
 
 
+def test_test_sets_draw_one_size_per_batch():
+    """As the authors' test files are made: each batch of `batch_size` examples has one size of its own."""
+    task = tasks.get("copy")
+    groups = draw_test_set(task, (2, 64), 100, seed=5, batch_size=32)
+    # Sorted by size, batches of one size each: 32, 32, 32 and 4 examples, in some order.
+    assert sorted(len(group.inputs) for group in groups) == [4, 32, 32, 32]
+    lengths = [group.inputs.shape[1] for group in groups]
+    assert lengths == sorted(lengths) and all(2 <= length <= 64 for length in lengths)
+    for group in groups:
+        np.testing.assert_array_equal(group.targets, group.inputs)  # copy
+    again = draw_test_set(task, (2, 64), 100, seed=5, batch_size=32)
+    assert all(np.array_equal(a.inputs, b.inputs) for a, b in zip(groups, again, strict=True))
+    # Over many test sets, the batches' sizes cover the range: they are drawn, not fixed.
+    drawn = {group.inputs.shape[1] for seed in range(40) for group in draw_test_set(task, (2, 9), 64, seed, 32)}
+    assert drawn == set(range(2, 10))
+    # A set smaller than a batch is one batch of one size; one size per example spreads it over the range.
+    assert len(draw_test_set(task, (2, 64), 20, seed=5)) == 1
+    mixed = draw_test_set(task, (2, 64), 100, seed=5, batch_size=32, one_length=False)
+    assert sum(len(group.inputs) for group in mixed) == 100 and len(mixed) > 20
+
+
 def test_the_small_regime_repeats_its_first_batches(tmp_path, monkeypatch):
     seen = []
     original = training_loop.train_examples
@@ -166,6 +211,95 @@ def test_the_small_regime_repeats_its_first_batches(tmp_path, monkeypatch):
     seen.clear()
     train(tiny(steps=7, regime="large"), tmp_path / "large", progress=False)
     assert seen == list(range(7))
+
+
+def recorded_seeds(monkeypatch) -> list[int]:
+    """The `seed` argument of every call the training loop makes to `train_examples`, as they come."""
+    seeds = []
+    original = training_loop.train_examples
+    signature = inspect.signature(original)
+
+    def recording(*args, **kwargs):
+        seeds.append(signature.bind(*args, **kwargs).arguments["seed"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(training_loop, "train_examples", recording)
+    return seeds
+
+
+def test_data_seed_seeds_the_training_batches_and_defaults_to_the_seed(tmp_path, monkeypatch):
+    seeds = recorded_seeds(monkeypatch)
+    train(tiny(steps=3, seed=2, data_seed=7), tmp_path / "fixed", progress=False)
+    assert seeds == [7, 7, 7]
+    seeds.clear()
+    train(tiny(steps=3, seed=2), tmp_path / "default", progress=False)
+    assert seeds == [2, 2, 2]
+
+
+def test_runs_of_other_seeds_train_on_the_same_batches_with_one_data_seed(tmp_path, monkeypatch):
+    """The authors train every seed on one data file: the same batches, other initial weights."""
+    batches = []
+    original = training_loop.batch_loss
+
+    def recording(model, buckets):
+        batches.append([bucket.inputs.clone() for bucket in buckets])
+        return original(model, buckets)
+
+    monkeypatch.setattr(training_loop, "batch_loss", recording)
+    train(tiny(steps=3, seed=2, data_seed=7), tmp_path / "a", progress=False)
+    train(tiny(steps=3, seed=3, data_seed=7), tmp_path / "b", progress=False)
+    train(tiny(steps=3, seed=3), tmp_path / "c", progress=False)
+    a, b, c = batches[:3], batches[3:6], batches[6:]
+
+    def same(run, other):
+        return all(
+            len(p) == len(q) and all(torch.equal(x, y) for x, y in zip(p, q, strict=True))
+            for p, q in zip(run, other, strict=True)
+        )
+
+    assert len(c) == 3 and same(a, b)
+    # Seeded by the run's own seed (3) instead, the batches are another draw.
+    assert not same(a, c)
+    # The seed still seeds the initial weights: runs a and b start (and so end) apart.
+    weights_a, weights_b = (state_of(tmp_path / name)["model"] for name in ("a", "b"))
+    assert not all(torch.equal(tensor, weights_b[name]) for name, tensor in weights_a.items())
+
+
+def fixed_scores(monkeypatch, coarse_by_call: list[float]) -> None:
+    """Make the loop's evaluations score `coarse_by_call[i]` (fine too) at its i-th evaluation."""
+    calls = iter(coarse_by_call)
+
+    def scripted(model, buckets):
+        value = next(calls)
+        return Scores(value, value, sum(len(bucket.targets) for bucket in buckets))
+
+    monkeypatch.setattr(training_loop, "score", scripted)
+
+
+def test_evaluations_up_to_best_after_do_not_compete_for_the_best(tmp_path, monkeypatch):
+    # Evaluations at steps 3, 6, 9 and 12: the early ones score best, but only steps 9 and 12 count.
+    fixed_scores(monkeypatch, [1.0, 0.9, 0.25, 0.5])
+    summary = train(tiny(steps=12, eval_every=3, best_after=6), tmp_path / "late", progress=False)
+    assert summary.best_step == 12 and summary.best.coarse == 0.5
+    assert torch.load(tmp_path / "late" / "best.pt", weights_only=True)["step"] == 12
+    # The early evaluations are still logged.
+    assert [r["step"] for r in read_metrics(tmp_path / "late") if "eval" in r] == [3, 6, 9, 12]
+    # Without best_after the first evaluation is the best one.
+    fixed_scores(monkeypatch, [1.0, 0.9, 0.25, 0.5])
+    summary = train(tiny(steps=12, eval_every=3), tmp_path / "all", progress=False)
+    assert summary.best_step == 3 and summary.best.coarse == 1.0
+
+
+def test_the_final_evaluation_counts_even_before_best_after(tmp_path, monkeypatch):
+    fixed_scores(monkeypatch, [1.0, 0.5, 0.25])
+    summary = train(tiny(steps=9, eval_every=3, best_after=5000), tmp_path, progress=False)
+    assert summary.best_step == 9 and summary.best.coarse == 0.25
+    assert json.loads((tmp_path / "summary.json").read_text())["best"]["step"] == 9
+
+
+def test_best_after_on_a_real_run(tmp_path):
+    summary = train(tiny(steps=12, eval_every=3, best_after=6), tmp_path, progress=False)
+    assert summary.best_step > 6 and summary.best_step in (9, 12)
 
 
 def state_of(path):
@@ -273,11 +407,21 @@ def test_evaluation_is_reproducible_and_uses_the_requested_lengths(tmp_path, mon
 
     monkeypatch.setattr(evaluate_module, "score", recording)
     first = evaluate(model, task, (9, 12), count=40, seed=4)
-    # Copy of k symbols: k + 2 inputs with the markers, k + 1 answer steps with the end marker.
-    assert {(x[1] - 2, y[1] - 1) for x, y in shapes} == {(k, k) for k in range(9, 13)}
-    assert sum(x[0] for x, _ in shapes) == 40
+    # One size per batch of 32: a batch of 32 examples and one of 8, each of one size in 9-12. Copy of k symbols:
+    # k + 2 inputs with the markers, k + 1 answer steps with the end marker.
+    assert sorted(x[0] for x, _ in shapes) == [8, 32]
+    assert all(x[1] - 2 == y[1] - 1 and 9 <= x[1] - 2 <= 12 for x, y in shapes)
     assert first == evaluate(model, task, (9, 12), count=40, seed=4)
     assert first.samples == 40
+    # Batches of 10: four of them, each of one size.
+    shapes.clear()
+    assert evaluate(model, task, (9, 12), count=40, seed=4, batch_size=10).samples == 40
+    assert [x[0] for x, _ in shapes] == [10] * 4 and all(9 <= x[1] - 2 <= 12 for x, _ in shapes)
+    # One size per example: 40 draws from 4 sizes miss one with a chance of about 4 * (3/4)^40 = 4e-5.
+    shapes.clear()
+    assert evaluate(model, task, (9, 12), count=40, seed=4, one_length=False).samples == 40
+    assert {(x[1] - 2, y[1] - 1) for x, y in shapes} == {(k, k) for k in range(9, 13)}
+    assert sum(x[0] for x, _ in shapes) == 40
 
 
 def test_restore_refuses_a_checkpoint_that_does_not_fit_its_model(tmp_path):
