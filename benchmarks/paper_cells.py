@@ -222,7 +222,7 @@ def plot_curves(records: dict, cells: list, seeds: list, out: Path, paper_dir: P
     axes = figure.subplots(rows, columns, squeeze=False).flatten()
     for ax, (task, model, regime, overrides) in zip(axes, cells, strict=False):
         for index, seed in enumerate(seeds):
-            evaluations = records[run_name(task, model, regime, overrides, seed)].get("evals", [])
+            evaluations = records.get(run_name(task, model, regime, overrides, seed), {}).get("evals", [])
             if not evaluations:
                 continue
             steps, fine, coarse = zip(*evaluations, strict=True)
@@ -242,6 +242,40 @@ def plot_curves(records: dict, cells: list, seeds: list, out: Path, paper_dir: P
     figure.savefig(out)
 
 
+def _load(folder: Path) -> dict:
+    """The records in `folder`, by run name."""
+    records = {}
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text())
+        record.setdefault("paper_best", paper_best(record.get("evals", [])))
+        records[path.stem] = record
+    return records
+
+
+def _cell_text(record: dict | None) -> str:
+    if record is None:
+        return "not run"
+    if "best" in record:
+        return score_text(record.get("paper_best"))
+    return f"stopped at step {record['evals'][-1][0] if record.get('evals') else 0}"
+
+
+def table(records: dict, cells: list, seeds: list, paper_dir: Path, before: dict | None = None) -> str:
+    """A Markdown table: per cell, the paper's score, then each seed's best fine/coarse after step 5,000 (with
+    `before`, its seeds first)."""
+    rounds = [("before", before), ("after", records)] if before is not None else [("", records)]
+    header = [f"{name} seed {seed}".strip() for name, _ in rounds for seed in seeds]
+    lines = ["| cell | paper | " + " | ".join(header) + " |", "|---|---|" + "---|" * len(header)]
+    for task, model, regime, overrides in cells:
+        names = [run_name(task, model, regime, overrides, seed) for seed in seeds]
+        texts = [_cell_text(found.get(name)) for _, found in rounds for name in names]
+        label = f"{model} {task} {regime}" + "".join(f" {k}={v}" for k, v in overrides.items())
+        lines.append(
+            f"| {label} | {paper_score(paper_dir / 'table-1b.tsv', task, model, regime)} | " + " | ".join(texts) + " |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", nargs="+", required=True, help="task:model[:regime][:field=value ...]")
@@ -252,6 +286,8 @@ def main(argv=None) -> None:
     parser.add_argument("--paper", type=Path, default=PAPER, help="folder of grid-winners.tsv and table-1b.tsv")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs liemem")
     parser.add_argument("--plot", type=Path, help="also draw the cells' learning curves into this image file")
+    parser.add_argument("--before", type=Path, help="records of an earlier round, shown beside these in the table")
+    parser.add_argument("--report", action="store_true", help="only print the table of the records there are")
     args = parser.parse_args(argv)
     winners = read_table(args.paper / "grid-winners.tsv")
     cells = [parse_cell(text) for text in args.cells]
@@ -259,7 +295,11 @@ def main(argv=None) -> None:
         if (task, model, regime) not in winners:
             raise SystemExit(f"no kept settings for {task}/{model}/{regime} in {args.paper / 'grid-winners.tsv'}")
     jobs = [(cell, seed) for cell in cells for seed in args.seeds]
-    records = {}
+    if args.report:
+        records = _load(args.results)
+        jobs = []
+    else:
+        records = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.workers) as pool:
         futures = {
             pool.submit(run_one, *cell, seed, winners, args.out, args.results, args.python): (cell, seed)
@@ -273,20 +313,8 @@ def main(argv=None) -> None:
             print(
                 f"{run_name(task, model, regime, overrides, seed)}: {status} ({record['wall_seconds']} s)", flush=True
             )
-    print(f"\n| cell | paper | {' | '.join(f'seed {s}' for s in args.seeds)} |")
-    print("|---|---|" + "---|" * len(args.seeds))
-    for task, model, regime, overrides in cells:
-        cells_text = []
-        for seed in args.seeds:
-            record = records[run_name(task, model, regime, overrides, seed)]
-            if "best" in record:
-                cells_text.append(score_text(record.get("paper_best")))
-            else:
-                cells_text.append(f"stopped ({score_text(record.get('paper_best'))})")
-        label = f"{model} {task} {regime}" + "".join(f" {k}={v}" for k, v in overrides.items())
-        print(
-            f"| {label} | {paper_score(args.paper / 'table-1b.tsv', task, model, regime)} | {' | '.join(cells_text)} |"
-        )
+    print()
+    print(table(records, cells, args.seeds, args.paper, _load(args.before) if args.before else None))
     if args.plot:
         plot_curves(records, cells, args.seeds, args.plot, args.paper)
         print(f"learning curves: {args.plot}")
