@@ -98,9 +98,10 @@ def kept_settings(row: dict) -> tuple[dict, dict]:
     if row["sharpening"]:
         options["sharpening"] = row["sharpening"] == "true"
     if row["lstm_layers"]:
+        # The LSTM baseline's own sizes (LSTMConfig's fields).
         options.update(
-            controller_layers=int(row["lstm_layers"]),
-            controller_size=int(row["rnn_size"]),
+            layers=int(row["lstm_layers"]),
+            hidden_size=int(row["rnn_size"]),
             embedding_size=int(row["embedding_size"]),
         )
     return train, options
