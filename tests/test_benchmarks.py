@@ -45,11 +45,12 @@ def test_the_cell_runner_reads_the_authors_kept_settings():
     # Rows as the shared grid-winners.tsv holds them (its columns documented in shared/paper/README.md).
     header = "task model regime learning_rate decay_delay_iters init seed angle_bound key_dim sharpening".split()
     header += "lstm_layers rnn_size embedding_size reset_train_interval_iters".split()
-    slantm = dict(zip(header, "repeat_copy slantm small 0.01 600 uniform[-1,1] 2 false".split() + [""] * 5 + ["50"]))
+    values = [*"repeat_copy slantm small 0.01 600 uniform[-1,1] 2 false".split(), "", "", "", "", "", "50"]
+    slantm = dict(zip(header, values, strict=True))
     train, options = cells.kept_settings(slantm)
     assert train == {"lr": 0.01, "decay_after": 6000, "regime": "small"}  # 600 iterations of 10 steps
     assert options == {"init": "uniform", "group_options": {"angle_bound": False}}
-    lstm_row = "copy lstm small 0.002 700 torch-default 2".split() + ["", "", "", "2", "256", "128", "50"]
+    lstm_row = [*"copy lstm small 0.002 700 torch-default 2".split(), "", "", "", "2", "256", "128", "50"]
     train, options = cells.kept_settings(dict(zip(header, lstm_row, strict=True)))
     assert train["decay_after"] == 7000
     assert options == {"init": "default", "layers": 2, "hidden_size": 256, "embedding_size": 128}
