@@ -127,3 +127,32 @@ def test_the_angle_bound_starts_as_the_authors_draw_it():
     torch.manual_seed(0)
     bounds = [groups.get("so3", angle_bound=True).angle.bound_logit.item() for _ in range(50)]
     assert all(-1 <= b <= 1 for b in bounds) and max(bounds) - min(bounds) > 1
+
+
+def test_the_ram_starts_from_a_uniform_squashed_state():
+    torch.manual_seed(1)
+    model = build_model("ram-tape", 9)
+    for state in (model.initial_read, model.initial_key, model.initial_value, model.initial_neighbours):
+        assert state.abs().max() <= 1 and state.abs().min() > 0
+    trace = model.access_trace(torch.tensor([[6, 1, 7]]), 2)
+    assert trace.read_weights.shape[-1] == 3  # the initial slot, then `^` and 1
+
+
+@pytest.mark.parametrize("scheme", ["default", "uniform"])
+def test_the_lstm_baseline_is_initialised_as_the_authors_layers(scheme):
+    # layers/lstm.lua under train.lua: two linear maps per layer, +-1/sqrt(fan_in) by default with no forget
+    # offset; every parameter in [-1, 1] and both forget biases at 1 with `uniform`.
+    torch.manual_seed(0)
+    model = build_model("lstm", 9, hidden_size=64, layers=2, embedding_size=16, init=scheme)
+    lstm = model.lstm
+    for layer, fan_in in ((0, 16), (1, 64)):
+        for name, bound in ((f"weight_ih_l{layer}", fan_in), (f"weight_hh_l{layer}", 64)):
+            limit = 1 / bound**0.5 if scheme == "default" else 1.0
+            weight = getattr(lstm, name)
+            assert weight.abs().max() <= limit and weight.abs().max() > 0.95 * limit
+        forget = [getattr(lstm, f"bias_{kind}_l{layer}")[64:128] for kind in ("ih", "hh")]
+        if scheme == "uniform":
+            assert all(torch.equal(bias, torch.ones(64)) for bias in forget)
+        else:
+            assert all(bias.abs().max() <= 1 / 16**0.5 for bias in forget)
+    assert model.initial_hidden.abs().max() <= 1 and model.initial_hidden.abs().max() > 0.9
