@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     train_.add_argument("--seed", type=int)
     train_.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
     train_.add_argument(
+        "--dtype",
+        choices=("float32", "float64", "bfloat16", "float16"),
+        help="the parameters' dtype (default float32; the authors' CPU runs were float64)",
+    )
+    train_.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -200,6 +205,7 @@ def run_train(args) -> None:
         "lr": args.lr,
         "seed": args.seed,
         "device": args.device,
+        "dtype": args.dtype,
         "train_lengths": parse_lengths(args.train_lengths, "--train-lengths") if args.train_lengths else None,
         "test_lengths": parse_lengths(args.test_lengths, "--test-lengths") if args.test_lengths else None,
     }

@@ -93,7 +93,7 @@ def restore_model(out: Path, device: str = "auto", best: bool = False):
     source = f"checkpoint {str(out / CHECKPOINT_FILE)!r}"
     config = stored_config(state, source)
     task = tasks.get(config.task, **config.task_options)
-    model = build_model(config.model, task.vocab_size, **config.model_options)
+    model = build_model(config.model, task.vocab_size, **config.model_options).to(config.torch_dtype)
     step = state["step"]
     if best:
         state = checkpoint.load(out / BEST_FILE)
@@ -150,7 +150,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
     out.mkdir(parents=True, exist_ok=True)
     task = tasks.get(config.task, **config.task_options)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, task.vocab_size, **config.model_options).to(device)
+    model = build_model(config.model, task.vocab_size, **config.model_options).to(device, config.torch_dtype)
     if config.steps >= COMPILE_MIN_STEPS:  # where compiling pays, unless turned off (see liemem.compiling)
         # From a clean slate: graphs left by earlier runs in this process (a suite's other groups, say) would
         # count against torch's recompilation limit, past which it silently runs the move eagerly.
