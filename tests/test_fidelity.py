@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -156,3 +157,20 @@ def test_the_lstm_baseline_is_initialised_as_the_authors_layers(scheme):
         else:
             assert all(bias.abs().max() <= 1 / 16**0.5 for bias in forget)
     assert model.initial_hidden.abs().max() <= 1 and model.initial_hidden.abs().max() > 0.9
+
+
+def test_a_run_trains_and_restores_in_the_dtype_it_asks_for(tmp_path):
+    # The authors' CPU runs were in Torch7's default dtype, float64.
+    from liemem.config import ConfigError
+    from liemem.training import TrainConfig, restore_model, train
+
+    config = TrainConfig(
+        task="copy", train_lengths=(2, 3), test_lengths=(4, 4), steps=2, eval_every=2, eval_samples=4, device="cpu"
+    )
+    train(dataclasses.replace(config, dtype="float64"), tmp_path, progress=False)
+    model, _, restored, _ = restore_model(tmp_path, "cpu")
+    assert restored.dtype == "float64" and {p.dtype for p in model.parameters()} == {F64}
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
+    assert state["step_projection.weight"].dtype == F64
+    with pytest.raises(ConfigError, match="dtype"):
+        train(dataclasses.replace(config, dtype="double"), tmp_path / "bad", progress=False)
