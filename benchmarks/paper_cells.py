@@ -131,7 +131,7 @@ def run_one(task, model, regime, overrides, seed, winners, runs: Path, results: 
     train, options = kept_settings(winners[(task, model, regime)])
     for key, value in overrides.items():
         (train if key in TRAIN_FIELDS else options)[key] = value
-    out = runs / name
+    out = (runs / name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     lines = [f'task = "{task}"', f'model = "{model}"', f"seed = {seed}"]
     lines += [f"{key} = {toml_value(value)}" for key, value in train.items()]
@@ -141,7 +141,9 @@ def run_one(task, model, regime, overrides, seed, winners, runs: Path, results: 
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCHINDUCTOR_COMPILE_THREADS="1")
     started = time.time()
     command = [python, "-m", "liemem", "train", "--config", str(config), "--out", str(out), "--no-progress"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    # From the run directory: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH, so a
+    # run started from a checkout would import that checkout's liemem whatever `--python` or PYTHONPATH say.
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=out)
     record = {
         "task": task,
         "model": model,
@@ -200,6 +202,7 @@ def _commit(python: str) -> str:
             capture_output=True,
             text=True,
             check=True,
+            cwd=Path.home(),
         ).stdout.strip()
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True, check=True
