@@ -174,3 +174,28 @@ def test_a_run_trains_and_restores_in_the_dtype_it_asks_for(tmp_path):
     assert state["step_projection.weight"].dtype == F64
     with pytest.raises(ConfigError, match="dtype"):
         train(dataclasses.replace(config, dtype="double"), tmp_path / "bad", progress=False)
+
+
+def test_finite_gradients_too_large_for_a_float32_sum_of_squares_are_clipped_not_stopped():
+    """The authors clip in float64; a float32 sum of squares overflows once the norm passes 1.8e19."""
+    from liemem.training.loop import clip_gradients
+
+    a = torch.nn.Parameter(torch.zeros(2))
+    b = torch.nn.Parameter(torch.zeros(3))
+    a.grad = torch.tensor([3e19, 0.0])
+    b.grad = torch.tensor([4e19, 0.0, 0.0])
+    probe = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))]
+    probe[0].grad, probe[1].grad = a.grad.clone(), b.grad.clone()
+    assert not torch.isfinite(torch.nn.utils.clip_grad_norm_(probe, 32.0))  # the overflow this guards against
+    norm = clip_gradients([a, b], 32.0)
+    assert float(norm) == pytest.approx(5e19, rel=1e-6)  # sqrt(3^2 + 4^2) * 1e19, by hand
+    clipped = torch.cat((a.grad, b.grad)).double()
+    assert float(torch.linalg.vector_norm(clipped)) == pytest.approx(32.0, rel=1e-5)
+    assert clipped[0] == pytest.approx(32.0 * 3 / 5, rel=1e-5)
+    small = torch.nn.Parameter(torch.zeros(2))
+    small.grad = torch.tensor([3.0, 4.0])
+    assert float(clip_gradients([small], 32.0)) == pytest.approx(5.0) and torch.equal(
+        small.grad, torch.tensor([3.0, 4.0])
+    )
+    small.grad = torch.tensor([math.inf, 1.0])
+    assert not torch.isfinite(clip_gradients([small], 32.0))  # a gradient that is not finite still stops training
