@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -261,7 +262,8 @@ def _cell_text(record: dict | None) -> str:
         return "not run"
     if "best" in record:
         return score_text(record.get("paper_best"))
-    return f"stopped at step {record['evals'][-1][0] if record.get('evals') else 0}"
+    stopped = re.search(r"stopped at step (\d+)", record.get("error", ""))
+    return f"stopped at step {stopped.group(1)}" if stopped else "failed"
 
 
 def table(records: dict, cells: list, seeds: list, paper_dir: Path, before: dict | None = None) -> str:
