@@ -33,8 +33,8 @@ READ, WRITE = 0, 1
 # starts half way; action gates, when on, start leaning toward the previous action.
 GATE_BIASES = (0.0, -10.0)
 ACTION_GATE_BIAS = -1.0
-# The initial memory slot's strength is sigmoid(b - 10), about 4.5e-5 at b = 0: memory is never empty, but
-# the first real write outweighs it.
+# The initial memory slot's strength is sigmoid(b - 10) with b drawn from [-1, 1] (1.7e-5 to 1.2e-4): memory is
+# never empty, but the first real write outweighs it.
 INITIAL_STRENGTH_OFFSET = 10.0
 
 
