@@ -53,12 +53,3 @@ def softmax(dist2: torch.Tensor, strengths: torch.Tensor, temperature: torch.Ten
 def exp_dot(scores: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
     """w_i proportional to s_i exp(<q, k_i>) (the random-access memory of the paper's section 2), given scores."""
     return _normalise(strengths * torch.exp(scores - scores.max(dim=-1, keepdim=True).values))
-
-
-def sharpen(weights: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """w_i^gamma / sum_j w_j^gamma with gamma >= 1 broadcasting against `weights` (Graves et al., 2014).
-
-    Weights here are floored above 0, so log(w) is finite and so is the gradient with respect to gamma.
-    """
-    logits = gamma * torch.log(weights.clamp_min(torch.finfo(weights.dtype).tiny))
-    return torch.softmax(logits, dim=-1)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import liemem
 from helpers import require_compiled_kernels
-from liemem import ConfigError, build_model, memory, model_names, weighting
+from liemem import ConfigError, build_model, memory, model_names
 from liemem.readout import Readout
 
 VOCAB = 8  # symbols 3..7; 0 starts the input, 1 separates it from the answer, 2 ends the answer
@@ -216,11 +216,6 @@ def test_ram_tape_neighbour_keys_are_the_keys_beside_the_read_position():
     result = memory.read(state, torch.zeros(1, 1, 2), lambda q, k, s: one_hot, shifted_keys=True)
     torch.testing.assert_close(result.left_key, keys[:, 1:2])
     torch.testing.assert_close(result.right_key, keys[:, 3:4])
-
-
-def test_sharpening_hand_example():
-    weights = torch.tensor([[0.5, 0.25, 0.25]])
-    torch.testing.assert_close(weighting.sharpen(weights, torch.tensor([[2.0]])), torch.tensor([[4.0, 1.0, 1.0]]) / 6)
 
 
 def test_same_state_dict_same_outputs():
