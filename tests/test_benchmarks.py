@@ -1,10 +1,14 @@
-"""The throughput benchmark runs end to end and reports each model against the floor measured in the same run."""
+"""The benchmark scripts: throughput against the floor, the paper-cell runner and the seed study."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,3 +70,83 @@ def test_the_cell_runner_scores_as_the_authors_code_does():
     evaluations = [[5000, 1.0, 1.0], [5500, 0.9, 0.5], [6000, 0.95, 0.5], [6500, 0.99, 0.4]]
     assert _paper_cells().paper_best(evaluations) == {"step": 6000, "fine": 0.95, "coarse": 0.5}
     assert _paper_cells().paper_best(evaluations[:1]) is None
+
+
+def _seeds():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seeds", ROOT / "benchmarks" / "seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_seed_study_reads_its_settings():
+    seeds = _seeds()
+    assert seeds.parse_seeds(["1-3", "7", "2"]) == [1, 2, 3, 7]
+    data = seeds.apply_setting({"model_options": {"init": "uniform"}}, "model_options.group_options={}")
+    assert data == {"model_options": {"init": "uniform", "group_options": "{}"}}
+    assert seeds.apply_setting({}, "lr=0.01") == {"lr": 0.01}
+    assert seeds.apply_setting({}, "one_length_per_batch=false") == {"one_length_per_batch": False}
+    # Unless set, the test lengths are twice the training lengths, as the issue's users score them.
+    assert seeds.with_test_lengths({"train_lengths": "2-8"})["test_lengths"] == [9, 16]
+    assert seeds.with_test_lengths({"train_lengths": (1, 4)})["test_lengths"] == [5, 8]
+    assert seeds.with_test_lengths({"train_lengths": (1, 4), "test_lengths": (6, 6)})["test_lengths"] == (6, 6)
+    assert seeds.with_test_lengths({"train_lengths": None}) == {"train_lengths": None}
+
+
+def test_the_seed_study_counts_the_first_evaluation_that_reaches_the_threshold():
+    seeds = _seeds()
+    evaluations = [[250, 0.5, 0.0], [500, 0.95, 0.91], [750, 0.99, 0.97], [1000, 0.98, 0.89]]
+    assert seeds.first_success(evaluations, 0.9) == 500
+    assert seeds.first_success(evaluations, 0.95) == 750
+    assert seeds.first_success(evaluations, 0.98) is None
+    assert seeds.best_evaluation(evaluations) == {"step": 750, "fine": 0.99, "coarse": 0.97}
+    # Ties in whole examples go to the most symbols right.
+    assert seeds.best_evaluation([[1, 0.2, 0.0], [2, 0.3, 0.0]])["step"] == 2
+    assert seeds.best_evaluation([]) is None
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--set", "lr=-1"], "lr"),
+        (["--set", "modle=lantm"], "unknown option 'modle'"),
+        (["--set", "task=copyy"], "copyy"),
+        (["--set", "layers.x=1"], "dotted name"),
+        (["--threshold", "1.5"], "--threshold"),
+        (["--sweep", "lr"], "bad sweep"),
+        (["--seeds", "a-b"], "bad seeds"),
+    ],
+)
+def test_the_seed_study_refuses_bad_settings_by_name(tmp_path, arguments, message):
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        _seeds().main(["--results", str(tmp_path), "--report", *arguments])
+
+
+def test_the_seed_study_trains_every_seed_and_reports_what_the_records_hold(tmp_path):
+    results = tmp_path / "results"
+    command = [sys.executable, str(ROOT / "benchmarks" / "seeds.py"), "--results", str(results),
+               "--out", str(tmp_path / "runs"), "--seeds", "1-2", "--workers", "2", "--threshold", "0.05",
+               "--set", "task=copy", "--set", "train_lengths=2-3", "--set", "steps=4", "--set", "eval_every=2",
+               "--set", "eval_samples=64", "--sweep", "lr=0.01,0.02"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    for lr in ("0.01", "0.02"):
+        records = [json.loads((results / f"lr={lr}" / f"seed{seed}.json").read_text()) for seed in (1, 2)]
+        for seed, record in zip((1, 2), records, strict=True):
+            assert record["exit_status"] == 0
+            assert record["config"]["seed"] == seed and record["config"]["lr"] == float(lr)
+            assert record["config"]["test_lengths"] == [4, 6]  # twice the longest training length
+            assert [entry[0] for entry in record["evals"]] == [2, 4]
+        # The success count printed is the one the records give.
+        learned = sum(any(coarse >= 0.05 for _, _, coarse in record["evals"]) for record in records)
+        assert f"lr={lr}: {learned}/2 seeds reach 5% coarse at 4-6" in result.stdout
+    # A second call trains nothing and prints the same table from the records, and draws the rate per value.
+    figure = tmp_path / "rate.png"
+    again = subprocess.run([*command, "--plot", str(figure)], capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stderr
+    table = again.stdout.split("\n\n")[-1].rsplit("\n", 2)[0]
+    assert table == result.stdout.split("\n\n")[-1].rstrip("\n")
+    assert figure.read_bytes().startswith(b"\x89PNG")
