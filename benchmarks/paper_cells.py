@@ -35,7 +35,15 @@ COLUMNS = {
     "slantm": "SLANTM", "slantm-s": "SLANTM-s",
 }  # fmt: skip
 PAPER_EVAL_AFTER = 5000
-TRAIN_FIELDS = {"lr": float, "decay_after": int, "steps": int, "regime": str, "clip_norm": float, "dtype": str}
+TRAIN_FIELDS = {
+    "lr": float,
+    "warmup_steps": int,
+    "decay_after": int,
+    "steps": int,
+    "regime": str,
+    "clip_norm": float,
+    "dtype": str,
+}
 
 
 def read_table(path: Path) -> dict[tuple[str, str, str], dict]:

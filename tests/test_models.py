@@ -186,6 +186,19 @@ def test_initial_gates_and_memory_follow_the_authors_code():
     assert (torch.linalg.vector_norm(steps, dim=-1) < 1 + 1e-4).all()
 
 
+def test_the_softmax_temperature_starts_where_it_is_asked_to():
+    bound = 1 / 50**0.5  # the layer's own random bias
+    for temperature in (0.02, 0.5, 3.0):
+        model = build_model("lantm-s", VOCAB, initial_temperature=temperature)
+        raw = float(model.step_projection.bias.detach()[2 * model.heads.raw_size])
+        # softplus(b) = T at b = log(e^T - 1): 0.02 -> -3.902, 0.5 -> -0.433, 3.0 -> 2.948
+        assert abs(raw - math.log(math.expm1(temperature))) <= bound
+    paper = build_model("lantm-s", VOCAB)  # unset: the layer's random bias alone, softplus ~ 0.69
+    assert abs(float(paper.step_projection.bias.detach()[2 * paper.heads.raw_size])) <= bound
+    with pytest.raises(ConfigError, match="initial_temperature must be > 0"):
+        build_model("lantm-s", VOCAB, initial_temperature=0.0)
+
+
 def test_trace_agrees_with_forward():
     model = build_model("slantm", VOCAB)
     inputs, _ = copy_batch(batch=2)

@@ -71,17 +71,30 @@ def test_learning_rate_is_constant_then_decays_after_every_20_steps():
         assert learning_rate(config, step) == pytest.approx(reference[step - 1], rel=1e-12), step
 
 
-def test_defaults_are_the_papers():
+def test_warm_up_grows_the_rate_linearly_then_hands_over_to_the_decay():
+    config = TrainConfig(lr=0.01, warmup_steps=200, decay_after=300, decay_every=20).resolved()
+    assert learning_rate(config, 1) == pytest.approx(0.01 / 200)
+    assert learning_rate(config, 50) == pytest.approx(0.0025)
+    assert learning_rate(config, 200) == learning_rate(config, 300) == 0.01
+    assert learning_rate(config, 321) == pytest.approx(0.01 * 0.99)  # the decay is unchanged by the warm-up
+    # A warm-up longer than the decay delay multiplies the two.
+    late = TrainConfig(lr=0.01, warmup_steps=400, decay_after=300).resolved()
+    assert learning_rate(late, 340) == pytest.approx(0.01 * (340 / 400) * 0.99)
+    assert learning_rate(TrainConfig(lr=0.01, warmup_steps=0).resolved(), 1) == 0.01
+
+
+def test_defaults_are_the_papers_but_for_the_memory_models_learning_rate():
     config = TrainConfig().resolved()
     assert (config.task, config.model, config.steps, config.batch_size) == ("copy", "lantm", 10_000, 32)
     assert (config.train_lengths, config.test_lengths) == ((2, 64), (65, 128))
     assert (config.rmsprop_alpha, config.rmsprop_eps, config.clip_norm) == (0.99, 1e-8, 32.0)
     assert (config.regime, config.small_regime_batches, config.eval_samples) == ("small", 500, 3200)
-    assert config.lr == 0.02
+    assert config.lr == 0.01  # the low end of the paper's grid: see DEFAULT_LEARNING_RATE
+    assert config.warmup_steps == 0
     # The training batches follow the run's seed, and every evaluation competes for the best one.
     assert (config.data_seed, config.best_after) == (None, 0)
     assert TrainConfig(model="lstm").resolved().lr == 0.002
-    assert TrainConfig(model="ntm").resolved().lr == TrainConfig(model="ram").resolved().lr == 0.02
+    assert TrainConfig(model="ntm").resolved().lr == TrainConfig(model="ram").resolved().lr == 0.01
 
 
 @pytest.mark.parametrize(
@@ -94,6 +107,7 @@ def test_defaults_are_the_papers():
         ({"regime": "medium"}, "regime must be one of"),
         ({"lr": -0.1}, "lr must be > 0"),
         ({"steps": 0}, "steps must be >= 1"),
+        ({"warmup_steps": -1}, "warmup_steps must be >= 0"),
         ({"train_lengths": (0, 4)}, "must start at 1 or more"),
         ({"train_lengths": (8, 2)}, "is empty"),
         ({"test_lengths": (2.5, 4)}, "range A-B of integers"),

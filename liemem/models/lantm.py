@@ -10,6 +10,7 @@ out following its own trail (gate bias -10), and the logits are W_p h_t + sigmoi
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 import groups
 
 from .. import compiling, memory, native
-from ..config import ConfigError, require_bool, require_choice, require_controller_fields
+from ..config import ConfigError, require_bool, require_choice, require_controller_fields, require_float
 from ..controller import Controller
 from ..heads import HeadState, LieHeads
 from ..readout import Readout
@@ -52,10 +53,15 @@ class LANTMConfig:
     memory_width: int = 20
     action_interpolation: bool = False
     init: str = "default"
+    # The softmax read's temperature starts near this value (None: softplus of the layer's random bias, about
+    # 0.69, as in the authors' code).
+    initial_temperature: float | None = None
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the first field with an invalid value."""
         owner = "LANTMConfig"
+        if self.initial_temperature is not None:
+            require_float(owner, "initial_temperature", self.initial_temperature, positive=True)
         require_choice(owner, "group", self.group, groups.names())
         if not isinstance(self.group_options, dict):
             raise ConfigError(f"{owner}: group_options must be a table of arguments, got {self.group_options!r}")
@@ -146,6 +152,10 @@ class LieAccessMachine(SequenceModel):
             # Offsets added to the layer's own initial bias, as the authors' code adds constants before the sigmoids.
             head_bias = self.heads.initial_bias(list(GATE_BIASES), ACTION_GATE_BIAS)
             self.step_projection.bias[: head_bias.numel()] += head_bias.flatten().to(self.step_projection.bias)
+            if self.softmax and self.config.initial_temperature is not None:
+                # softplus(b) = T at b = log(exp(T) - 1), added to the drawn bias as the gate offsets are.
+                offset = math.log(math.expm1(self.config.initial_temperature))
+                self.step_projection.bias[head_bias.numel()] += offset
             for parameter in self._initial_state():
                 parameter.uniform_(-1.0, 1.0)
 

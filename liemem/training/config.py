@@ -1,6 +1,7 @@
 """The configuration of a training run: one flat record, read from TOML, overridable field by field.
 
-Defaults are the paper's (section 5, appendix A and the authors' code): RMSProp (alpha 0.99, eps 1e-8), batches
+Defaults are the paper's (section 5, appendix A and the authors' code), except the learning rate of the memory
+models (see `DEFAULT_LEARNING_RATE`): RMSProp (alpha 0.99, eps 1e-8), batches
 of 32 with one length each, 10,000 steps, the small regime (the first 500 batches repeated), learning-rate decay
 of 0.99 every 20 steps after 3,000 steps (the authors' delay of 300 iterations of 10 steps), gradients clipped
 to a global norm of 32, and 3,200 test samples at the task's 2x lengths.
@@ -33,10 +34,13 @@ MAX_EVAL_SAMPLES = 10_000_000
 MAX_SEED = 2**63 - 1
 # Fields that may change when a run resumes: how long it runs, where, and how often it reports and saves.
 RESUMABLE_FIELDS = ("steps", "device", "log_every", "checkpoint_every")
-# The paper's learning rates: 0.01-0.04 for models with memory (0.02 is the middle of its grid), 0.002 for
-# the LSTM. The NTM, which the paper does not train, gets the memory models' rate.
+# Models with memory train at 0.01, the low end of the paper's grid (0.01-0.04) and the rate of most of the
+# authors' kept settings: measured over seeds (README, "Training reliably"), LANTM on short copy learns for about
+# 4 seeds in 5 at 0.01 and 1 in 5 at 0.02, where the first steps of RMSProp (its mean square starts from 0, so
+# they are up to 10 times the rate) often throw the heads off for good. The LSTM baseline keeps the paper's
+# 0.002. The NTM, which the paper does not train, gets the memory models' rate.
 DEFAULT_LEARNING_RATES = {"lstm": 0.002}
-DEFAULT_LEARNING_RATE = 0.02
+DEFAULT_LEARNING_RATE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +67,7 @@ class TrainConfig:
     lr: float | None = None
     rmsprop_alpha: float = 0.99
     rmsprop_eps: float = 1e-8
+    warmup_steps: int = 0
     decay_after: int = 3_000
     decay_rate: float = 0.99
     decay_every: int = 20
@@ -96,6 +101,7 @@ class TrainConfig:
         require_int(owner, "batch_size", self.batch_size, maximum=MAX_BATCH_SIZE)
         require_int(owner, "eval_samples", self.eval_samples, maximum=MAX_EVAL_SAMPLES)
         require_int(owner, "decay_after", self.decay_after, minimum=0)
+        require_int(owner, "warmup_steps", self.warmup_steps, minimum=0)
         require_int(owner, "best_after", self.best_after, minimum=0)
         for field in ("seed", "eval_seed"):
             require_int(owner, field, getattr(self, field), minimum=0, maximum=MAX_SEED)

@@ -55,10 +55,12 @@ class RunSummary(NamedTuple):
 def learning_rate(config: TrainConfig, step: int) -> float:
     """The rate for optimizer step `step` (1-based): constant, then times `decay_rate` after every `decay_every`
     steps past `decay_after`. As in the authors' code, the first decayed step is `decay_after + decay_every + 1`
-    (there the rate decays at the end of an iteration)."""
+    (there the rate decays at the end of an iteration). With `warmup_steps`, the rate first grows linearly from
+    lr / warmup_steps at step 1 to lr at step `warmup_steps`."""
+    warmup = min(1.0, step / config.warmup_steps) if config.warmup_steps else 1.0
     if step <= config.decay_after:
-        return config.lr
-    return config.lr * config.decay_rate ** ((step - 1 - config.decay_after) // config.decay_every)
+        return config.lr * warmup
+    return config.lr * warmup * config.decay_rate ** ((step - 1 - config.decay_after) // config.decay_every)
 
 
 def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
