@@ -374,8 +374,8 @@ def test_a_resumed_run_may_run_longer_but_not_differently(tmp_path):
         train(tiny(steps=12, model_options={"controller_size": 51}), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="at step 10, past the 6 steps"):
         train(tiny(steps=6), tmp_path, progress=False)
-    with pytest.raises(CheckpointError, match=r"lr is 0\.02 there, 0\.01 here"):
-        train(tiny(steps=12, lr=0.01), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match=r"lr is 0\.01 there, 0\.02 here"):  # the default, then another
+        train(tiny(steps=12, lr=0.02), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="model is 'lantm' there, 'slantm' here"):
         train(tiny(steps=12, model="slantm"), tmp_path, progress=False)
 
