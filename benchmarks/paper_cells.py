@@ -96,6 +96,7 @@ def kept_settings(row: dict) -> tuple[dict, dict]:
     """The training fields and model options of a grid-winners row."""
     train = {
         "lr": float(row["learning_rate"]),
+        "warmup_steps": 0,  # the authors' RMSProp starts at the full rate
         "decay_after": 10 * int(row["decay_delay_iters"]),
         "regime": row["regime"],
     }

@@ -11,7 +11,8 @@ one success rate per value: the study behind a setting. Unless set, the test len
 training lengths given (9-16 for 2-8), as the task's own test range is for its own training range.
 
 Each run is `liemem train` in its own process with one torch thread, so that two at a time on two cores do not
-fight; a finished run is not redone and a stopped one resumes from its checkpoint. Each run's record is
+fight; a finished run is not redone (its record is refused if it was made with another configuration) and a
+stopped one resumes from its checkpoint. Each run's record is
 `<results>/<sweep value>/seed<S>.json` (or `<results>/seed<S>.json` without a sweep); `--report` prints the table
 from the records alone, and `--plot FILE` draws the success rate against the swept value.
 """
@@ -153,10 +154,26 @@ def default_runs(results: Path) -> Path:
     return ROOT / "runs" / "seeds" / where
 
 
+def differences(recorded: dict, config: dict) -> list[str]:
+    """The fields whose recorded value differs from the configuration asked for. Fields a record predates
+    (written before the field existed) are not compared."""
+    return sorted(name for name in config if name in recorded and recorded[name] != config[name])
+
+
+def read_record(record_path: Path, config: dict) -> dict:
+    """A seed's record, refused (SystemExit naming the fields) if it was made with another configuration."""
+    record = json.loads(record_path.read_text())
+    differing = differences(record["config"], config)
+    if differing:
+        found = ", ".join(f"{name} is {record['config'][name]!r} there, {config[name]!r} here" for name in differing)
+        raise SystemExit(f"{record_path} was made with another configuration: {found}")
+    return record
+
+
 def run_seed(config: dict, out: Path, record_path: Path, python: str) -> dict:
     """Train one configuration (seed included) in a child process; its record, also written as JSON."""
     if record_path.exists():
-        return json.loads(record_path.read_text())
+        return read_record(record_path, config)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "seed.toml").write_text(to_toml(config))
@@ -279,7 +296,7 @@ def main(argv=None) -> None:
             record_path = args.results / folder / f"seed{seed}.json"
             if args.report:
                 if record_path.exists():
-                    outcome.records[seed] = json.loads(record_path.read_text())
+                    outcome.records[seed] = read_record(record_path, config)
                 continue
             jobs.append((outcome, seed, config, runs / folder / f"seed{seed}", record_path))
     lengths = "-".join(map(str, settings["test_lengths"]))

@@ -52,7 +52,12 @@ def test_the_cell_runner_reads_the_authors_kept_settings():
     values = [*"repeat_copy slantm small 0.01 600 uniform[-1,1] 2 false".split(), "", "", "", "", "", "50"]
     slantm = dict(zip(header, values, strict=True))
     train, options = cells.kept_settings(slantm)
-    assert train == {"lr": 0.01, "decay_after": 6000, "regime": "small"}  # 600 iterations of 10 steps
+    assert train == {
+        "lr": 0.01,
+        "warmup_steps": 0,
+        "decay_after": 6000,
+        "regime": "small",
+    }  # 600 iterations of 10 steps
     assert options == {"init": "uniform", "group_options": {"angle_bound": False}}
     lstm_row = [*"copy lstm small 0.002 700 torch-default 2".split(), "", "", "", "2", "256", "128", "50"]
     train, options = cells.kept_settings(dict(zip(header, lstm_row, strict=True)))
@@ -150,3 +155,16 @@ def test_the_seed_study_trains_every_seed_and_reports_what_the_records_hold(tmp_
     table = again.stdout.split("\n\n")[-1].rsplit("\n", 2)[0]
     assert table == result.stdout.split("\n\n")[-1].rstrip("\n")
     assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_seed_study_refuses_records_made_with_another_configuration(tmp_path):
+    seeds = _seeds()
+    recorded = {"task": "copy", "lr": 0.02, "seed": 3}  # written before `warmup_steps` existed
+    asked = {"task": "copy", "lr": 0.01, "seed": 3, "warmup_steps": 0}
+    assert seeds.differences(recorded, asked) == ["lr"]
+    assert seeds.differences(recorded, {**asked, "lr": 0.02}) == []
+    path = tmp_path / "seed3.json"
+    path.write_text(json.dumps({"config": recorded, "evals": []}))
+    with pytest.raises(SystemExit, match=r"another configuration: lr is 0\.02 there, 0\.01 here"):
+        seeds.read_record(path, asked)
+    assert seeds.read_record(path, {**asked, "lr": 0.02})["config"] == recorded

@@ -56,7 +56,7 @@ def authors_rates(lr: float, decay_after: int, steps: int) -> list[float]:
 
 
 def test_learning_rate_is_constant_then_decays_after_every_20_steps():
-    config = TrainConfig(lr=0.02, decay_after=3000).resolved()
+    config = TrainConfig(lr=0.02, decay_after=3000, warmup_steps=0).resolved()  # the authors' schedule
     assert learning_rate(config, 1) == 0.02
     assert learning_rate(config, 3000) == 0.02
     assert learning_rate(config, 3020) == 0.02  # the 20 steps past 3000 run at the full rate
@@ -83,18 +83,18 @@ def test_warm_up_grows_the_rate_linearly_then_hands_over_to_the_decay():
     assert learning_rate(TrainConfig(lr=0.01, warmup_steps=0).resolved(), 1) == 0.01
 
 
-def test_defaults_are_the_papers_but_for_the_memory_models_learning_rate():
+def test_defaults_are_the_papers_with_a_warm_up():
     config = TrainConfig().resolved()
     assert (config.task, config.model, config.steps, config.batch_size) == ("copy", "lantm", 10_000, 32)
     assert (config.train_lengths, config.test_lengths) == ((2, 64), (65, 128))
     assert (config.rmsprop_alpha, config.rmsprop_eps, config.clip_norm) == (0.99, 1e-8, 32.0)
     assert (config.regime, config.small_regime_batches, config.eval_samples) == ("small", 500, 3200)
-    assert config.lr == 0.01  # the low end of the paper's grid: see DEFAULT_LEARNING_RATE
-    assert config.warmup_steps == 0
+    assert config.lr == 0.02
+    assert config.warmup_steps == 300  # see DEFAULT_WARMUP_STEPS
     # The training batches follow the run's seed, and every evaluation competes for the best one.
     assert (config.data_seed, config.best_after) == (None, 0)
     assert TrainConfig(model="lstm").resolved().lr == 0.002
-    assert TrainConfig(model="ntm").resolved().lr == TrainConfig(model="ram").resolved().lr == 0.01
+    assert TrainConfig(model="ntm").resolved().lr == TrainConfig(model="ram").resolved().lr == 0.02
 
 
 @pytest.mark.parametrize(
@@ -374,8 +374,8 @@ def test_a_resumed_run_may_run_longer_but_not_differently(tmp_path):
         train(tiny(steps=12, model_options={"controller_size": 51}), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="at step 10, past the 6 steps"):
         train(tiny(steps=6), tmp_path, progress=False)
-    with pytest.raises(CheckpointError, match=r"lr is 0\.01 there, 0\.02 here"):  # the default, then another
-        train(tiny(steps=12, lr=0.02), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match=r"lr is 0\.02 there, 0\.01 here"):
+        train(tiny(steps=12, lr=0.01), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="model is 'lantm' there, 'slantm' here"):
         train(tiny(steps=12, model="slantm"), tmp_path, progress=False)
 
@@ -521,7 +521,7 @@ def test_a_run_resumed_at_its_last_step_still_evaluates_it(tmp_path, monkeypatch
 def test_weights_that_overflow_are_never_checkpointed(tmp_path):
     # At this rate step 1's loss and gradient are finite but its update is not.
     with pytest.raises(TrainingDiverged, match="step 1: the weights are no longer finite; no checkpoint"):
-        train(tiny(steps=20, lr=1e38, checkpoint_every=1), tmp_path, progress=False)
+        train(tiny(steps=20, lr=1e38, warmup_steps=0, checkpoint_every=1), tmp_path, progress=False)
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
