@@ -19,13 +19,14 @@ import argparse
 import concurrent.futures
 import csv
 import json
-import os
-import platform
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling module, however this file is loaded
+
+from child_runs import best_evaluation, last_error, machine, parse_value, read_evaluations, toml_value, train_in_child
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = ROOT.parent / "shared" / "paper"
@@ -60,18 +61,6 @@ def paper_score(path: Path, task: str, model: str, regime: str) -> str:
                 value = row.get(f"{COLUMNS.get(model, model)} {regime[0].upper()}", "?")
                 return "100/100" if value == "*" else value
     return "?"
-
-
-def parse_value(text: str):
-    """A `field=value` override's value: a bool, int or float where it reads as one, else the string."""
-    if text in ("true", "false"):
-        return text == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def parse_cell(text: str) -> tuple[str, str, str, dict]:
@@ -117,14 +106,6 @@ def kept_settings(row: dict) -> tuple[dict, dict]:
     return train, options
 
 
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)
-
-
 def run_name(task: str, model: str, regime: str, overrides: dict, seed: int) -> str:
     extra = "".join(f"-{k}={v}" for k, v in sorted(overrides.items()))
     return f"{task}-{model}-{regime}{extra}-seed{seed}"
@@ -148,12 +129,7 @@ def run_one(task, model, regime, overrides, seed, winners, runs: Path, results: 
     lines += ["", "[model_options]"] + [f"{key} = {toml_value(value)}" for key, value in options.items()]
     config = out / "cell.toml"
     config.write_text("\n".join(lines) + "\n")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCHINDUCTOR_COMPILE_THREADS="1")
-    started = time.time()
-    command = [python, "-m", "liemem", "train", "--config", str(config), "--out", str(out), "--no-progress"]
-    # From the run directory: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH, so a
-    # run started from a checkout would import that checkout's liemem whatever `--python` or PYTHONPATH say.
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=out)
+    done, seconds = train_in_child(config, out, python)
     record = {
         "task": task,
         "model": model,
@@ -162,8 +138,8 @@ def run_one(task, model, regime, overrides, seed, winners, runs: Path, results: 
         "overrides": overrides,
         "settings": {**train, "model_options": options},
         "exit_status": done.returncode,
-        "wall_seconds": round(time.time() - started, 1),
-        "machine": f"{platform.machine()} {platform.processor() or platform.system()}, 1 torch thread",
+        "wall_seconds": seconds,
+        "machine": machine(),
         "commit": _commit(python),
     }
     summary = out / "summary.json"
@@ -172,8 +148,8 @@ def run_one(task, model, regime, overrides, seed, winners, runs: Path, results: 
         record["best"] = data["best"]
         record["final"] = {k: data[k] for k in ("step", "fine", "coarse")}
     else:
-        record["error"] = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-    record["evals"] = _evaluations(out / "metrics.jsonl")
+        record["error"] = last_error(done)
+    record["evals"] = read_evaluations(out / "metrics.jsonl")
     record["paper_best"] = paper_best(record["evals"])
     results.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=1) + "\n")
@@ -183,25 +159,7 @@ def run_one(task, model, regime, overrides, seed, winners, runs: Path, results: 
 def paper_best(evaluations: list, after: int = PAPER_EVAL_AFTER) -> dict | None:
     """The best of the evaluations after step `after` (most examples right, then most symbols), as
     {"step", "fine", "coarse"}; None if there is none."""
-    counted = [entry for entry in evaluations if entry[0] > after]
-    if not counted:
-        return None
-    step, fine, coarse = max(counted, key=lambda entry: (entry[2], entry[1]))
-    return {"step": step, "fine": fine, "coarse": coarse}
-
-
-def _evaluations(path: Path) -> list:
-    """(step, fine, coarse) of each evaluation in a run's metrics log."""
-    found = []
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(entry, dict) and "eval" in entry:
-                found.append([entry["step"], round(entry["eval"]["fine"], 4), round(entry["eval"]["coarse"], 4)])
-    return found
+    return best_evaluation(evaluations, after)
 
 
 def _commit(python: str) -> str:

@@ -23,31 +23,18 @@ import argparse
 import concurrent.futures
 import dataclasses
 import json
-import os
-import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the checkout's liemem, for reading and checking configurations
+sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling module, however this file is loaded
+
+from child_runs import best_evaluation, last_error, machine, parse_value, read_evaluations, toml_value, train_in_child  # noqa: E402
 
 from liemem.training.config import TrainConfig, config_from_dict, load_config  # noqa: E402
 
 OPTION_TABLES = ("model_options", "task_options")
-
-
-def parse_value(text: str):
-    """A `field=value` setting's value: a bool, int or float where it reads as one, else the string."""
-    if text in ("true", "false"):
-        return text == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def parse_seeds(texts: list[str]) -> list[int]:
@@ -103,14 +90,6 @@ def resolved(data: dict, source: str) -> dict:
         raise SystemExit(f"{source}: {error}") from None
 
 
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)
-
-
 def to_toml(data: dict) -> str:
     lines = [f"{key} = {toml_value(value)}" for key, value in data.items() if value is not None]
     return "\n".join(lines) + "\n"
@@ -119,28 +98,6 @@ def to_toml(data: dict) -> str:
 def first_success(evaluations: list, threshold: float) -> int | None:
     """The step of the first evaluation whose coarse score reaches `threshold`, or None."""
     return next((step for step, _, coarse in evaluations if coarse >= threshold), None)
-
-
-def best_evaluation(evaluations: list) -> dict | None:
-    """The evaluation with the most examples right, then the most symbols."""
-    if not evaluations:
-        return None
-    step, fine, coarse = max(evaluations, key=lambda entry: (entry[2], entry[1]))
-    return {"step": step, "fine": fine, "coarse": coarse}
-
-
-def read_evaluations(path: Path) -> list:
-    """[step, fine, coarse] of each evaluation in a run's metrics log."""
-    found = []
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(entry, dict) and "eval" in entry:
-                found.append([entry["step"], round(entry["eval"]["fine"], 4), round(entry["eval"]["coarse"], 4)])
-    return found
 
 
 def default_runs(results: Path) -> Path:
@@ -177,21 +134,16 @@ def run_seed(config: dict, out: Path, record_path: Path, python: str) -> dict:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "seed.toml").write_text(to_toml(config))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCHINDUCTOR_COMPILE_THREADS="1")
-    command = [python, "-m", "liemem", "train", "--config", "seed.toml", "--out", str(out), "--no-progress"]
-    started = time.time()
-    # From the run directory: `python -m` puts the working directory first on sys.path, so that a run started
-    # elsewhere imports the liemem that `python` (and PYTHONPATH) name, not whichever checkout it was started in.
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=out)
+    done, seconds = train_in_child(out / "seed.toml", out, python)
     record = {
         "config": config,
         "exit_status": done.returncode,
-        "wall_seconds": round(time.time() - started, 1),
-        "machine": f"{platform.machine()} {platform.processor() or platform.system()}, 1 torch thread",
+        "wall_seconds": seconds,
+        "machine": machine(),
         "evals": read_evaluations(out / "metrics.jsonl"),
     }
     if done.returncode != 0:
-        record["error"] = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        record["error"] = last_error(done)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     return record
