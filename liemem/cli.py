@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_.add_argument("--test-lengths", help="size range A-B for evaluation (default: the task's 2x range)")
     train_.add_argument("--regime", choices=("small", "large"))
     train_.add_argument("--lr", type=float)
+    train_.add_argument("--warmup-steps", type=int, help="steps over which the rate grows to lr (default 300)")
     train_.add_argument("--seed", type=int)
     train_.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
     train_.add_argument(
@@ -203,6 +204,7 @@ def run_train(args) -> None:
         "batch_size": args.batch_size,
         "regime": args.regime,
         "lr": args.lr,
+        "warmup_steps": args.warmup_steps,
         "seed": args.seed,
         "device": args.device,
         "dtype": args.dtype,

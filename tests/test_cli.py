@@ -135,6 +135,9 @@ def test_a_config_file_sets_options_and_flags_override_it(tmp_path, capsys):
     assert saved["model_options"] == {"controller_size": 12} and saved["test_lengths"] == [4, 5]
     state = torch.load(out_dir / "checkpoint.pt", weights_only=True)
     assert state["model"]["controller.initial_hidden"].shape[-1] == 12
+    assert saved["warmup_steps"] == 300  # the default
+    status, _, _ = run_cli(capsys, "train", *TINY_TRAIN, "--warmup-steps", "0", "--out", str(tmp_path / "cold"))
+    assert status == 0 and json.loads((tmp_path / "cold" / "config.json").read_text())["warmup_steps"] == 0
 
 
 def error_line(capsys, *argv) -> str:

@@ -197,6 +197,8 @@ def test_the_softmax_temperature_starts_where_it_is_asked_to():
     assert abs(float(paper.step_projection.bias.detach()[2 * paper.heads.raw_size])) <= bound
     with pytest.raises(ConfigError, match="initial_temperature must be > 0"):
         build_model("lantm-s", VOCAB, initial_temperature=0.0)
+    with pytest.raises(ConfigError, match="initial_temperature needs weighting='softmax'"):
+        build_model("lantm", VOCAB, initial_temperature=0.1)  # no temperature to start
 
 
 def test_trace_agrees_with_forward():

@@ -364,6 +364,17 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
         assert torch.equal(tensor, best[1]["model"][name]), name
 
 
+def test_a_checkpoint_from_before_the_warm_up_resumes_without_one(tmp_path):
+    train(tiny(steps=4, warmup_steps=0), tmp_path, progress=False)
+    state = state_of(tmp_path)
+    del state["config"]["warmup_steps"]  # as a checkpoint written before the field existed
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert train(tiny(steps=6, warmup_steps=0), tmp_path, progress=False).step == 6
+    # The default warm-up would change that run's schedule: refused by name.
+    with pytest.raises(CheckpointError, match="warmup_steps is 0 there, 300 here"):
+        train(tiny(steps=8), tmp_path, progress=False)
+
+
 def test_a_resumed_run_may_run_longer_but_not_differently(tmp_path):
     train(tiny(steps=4), tmp_path, progress=False)
     summary = train(tiny(steps=8), tmp_path, progress=False)

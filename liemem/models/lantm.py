@@ -62,6 +62,8 @@ class LANTMConfig:
         owner = "LANTMConfig"
         if self.initial_temperature is not None:
             require_float(owner, "initial_temperature", self.initial_temperature, positive=True)
+            if self.weighting != "softmax":
+                raise ConfigError(f"{owner}: initial_temperature needs weighting='softmax', got {self.weighting!r}")
         require_choice(owner, "group", self.group, groups.names())
         if not isinstance(self.group_options, dict):
             raise ConfigError(f"{owner}: group_options must be a table of arguments, got {self.group_options!r}")

@@ -41,7 +41,7 @@ DEFAULT_LEARNING_RATE = 0.02
 # RMSProp's mean square starts from 0, so its first steps are up to 10 times the learning rate. Measured over
 # seeds (README, "Training reliably"), that first burst throws many runs off for good at 0.02, and a linear
 # warm-up over the first 300 steps lets 26 of 40 short copy runs of the four Lie-access models learn, against 14
-# of 40 without it and 16 of 40 at 0.01. The paper's configurations set `warmup_steps = 0`.
+# of 40 without it and 15 of 40 at 0.01. The paper's configurations set `warmup_steps = 0`.
 DEFAULT_WARMUP_STEPS = 300
 
 

@@ -104,7 +104,8 @@ def resolve_device(name: str) -> torch.device:
 def stored_config(state: dict, source: str) -> TrainConfig:
     """The resolved configuration a checkpoint was written with."""
     try:
-        return config_from_dict(state["config"], source).resolved()
+        # A checkpoint from before the warm-up existed trained without one.
+        return config_from_dict({"warmup_steps": 0, **state["config"]}, source).resolved()
     except (KeyError, TypeError, ConfigError) as error:
         raise CheckpointError(f"{source} holds no usable configuration: {error}") from None
 
