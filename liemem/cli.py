@@ -2,8 +2,11 @@
 
     liemem sample --task copy --split test -n 3 --seed 0
     liemem train --task copy --model lantm --out runs/copy [--config FILE] [--steps N] ...
+    liemem train --preset paper --task copy --model slantm --regime small --out runs/cell [--seed 2] ...
     liemem eval runs/copy [--lengths 65-128] [-n 3200] [--device cuda]
     liemem plot runs/copy --out copy.png [--kind trail] [--task T] [--length K] [--seed S]
+    liemem suite --models lantm slantm --seeds 1 2 3 --out runs/suite --results results/t1b [--workers 2]
+    liemem suite --report results/t1b
 
 Groups and tasks of your own are available once the module defining them is imported: `--import MODULE` (or
 a path to a .py file) on any command.
@@ -24,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import native, tasks
+from . import native, presets, tasks
 from .config import ConfigError, require_int
 from .training import CheckpointError, TrainConfig, TrainingDiverged, evaluate, load_config, parse_lengths
 from .training.config import MAX_EVAL_SAMPLES, MAX_SEED
@@ -94,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     train_.add_argument("--task", help="task name (default copy)")
     train_.add_argument("--model", help="model name (default lantm)")
     train_.add_argument("--config", help="TOML file of training options; flags override it")
+    train_.add_argument(
+        "--preset", choices=presets.NAMES,
+        help="start from ready settings for --task, --model and --regime: 'paper' (the authors' kept run of that "
+        "cell of the paper's table 1b) or 'defaults'; flags override them",
+    )  # fmt: skip
     train_.add_argument("--steps", type=int)
     train_.add_argument("--batch-size", type=int)
     train_.add_argument("--train-lengths", help="size range A-B (default: the task's)")
@@ -127,6 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
     eval_.add_argument("--best", action="store_true", help="score the best evaluation's weights, not the last")
     _add_compile_option(eval_)
     _add_import_option(eval_)
+
+    suite = commands.add_parser(
+        "suite", help="train a grid of tasks x models x regimes x seeds from a preset, or report on its records"
+    )
+    suite.add_argument("--tasks", nargs="+", help="default: the paper's eight")
+    suite.add_argument("--models", nargs="+", help="default: the paper's seven")
+    suite.add_argument("--regimes", nargs="+", help="default: small large")
+    suite.add_argument("--seeds", nargs="+", type=int, default=[1], help="default: 1")
+    suite.add_argument("--preset", choices=presets.NAMES, default="paper", help="settings of every run (default paper)")
+    suite.add_argument("--out", help="folder of the run directories (each resumes if stopped)")
+    suite.add_argument("--results", help="folder of the records, one JSON file per run (default: OUT/records)")
+    suite.add_argument("--workers", type=int, default=2, help="runs at a time here, one torch thread each (default 2)")
+    suite.add_argument("--steps", type=int, help="train every run this long instead (a trial of the suite)")
+    suite.add_argument("--x4-samples", type=int, help="examples scored at 4x (default: the run's eval_samples)")
+    suite.add_argument("--retry-failed", action="store_true", help="run again the cells whose record is a failure")
+    suite.add_argument(
+        "--ray", metavar="ADDRESS",
+        help="run the cells as tasks on this Ray cluster ('local' starts one here); OUT must be on storage every "
+        "node sees. Needs pip install 'liemem[ray]'",
+    )  # fmt: skip
+    suite.add_argument("--report", metavar="FOLDER", help="only write FOLDER/table.md and a figure from its records")
+    _add_import_option(suite)
 
     plot = commands.add_parser("plot", help="draw what a trained run's memory did, and its learning curves")
     plot.add_argument("run", help="run directory written by `liemem train`")
@@ -196,7 +226,12 @@ def _apply_compile_option(args) -> None:
 def run_train(args) -> None:
     """`liemem train`: the config file's settings, overridden by the flags given; prints the summary last."""
     _apply_compile_option(args)
-    config = load_config(args.config) if args.config else TrainConfig()
+    if args.preset and args.config:
+        raise ConfigError("liemem train: give --preset or --config, not both")
+    if args.preset:
+        config = presets.preset(args.preset, args.task or "copy", args.model or "lantm", args.regime or "small")
+    else:
+        config = load_config(args.config) if args.config else TrainConfig()
     flags = {
         "task": args.task,
         "model": args.model,
@@ -237,6 +272,33 @@ def run_eval(args) -> None:
     print(json.dumps({**result, **scores.as_dict()}))
 
 
+def run_suite(args) -> None:
+    """`liemem suite`: run the cells that have no record yet, one line per finished cell; or `--report`."""
+    from . import suite  # the suite's modules load only for this command
+
+    if args.report:
+        from .suite.report import write_report  # matplotlib too
+
+        for path in write_report(args.report):
+            print(path)
+        return
+    if not args.out:
+        raise ConfigError("liemem suite: --out is required (or --report FOLDER)")
+    cells = suite.plan(
+        args.tasks or suite.PAPER_TASKS, args.models or suite.PAPER_MODELS, args.regimes or ("small", "large"),
+        args.seeds, args.preset,
+    )  # fmt: skip
+    overrides = {} if args.steps is None else {"steps": args.steps}
+    x4 = args.x4_samples
+    if x4 is not None:
+        require_int("liemem suite", "--x4-samples", x4, maximum=MAX_EVAL_SAMPLES)
+    results = args.results or str(Path(args.out) / "records")
+    left = suite.run_suite(
+        cells, args.out, results, args.workers, overrides, x4, args.ray, args.retry_failed, args.imports, _echo
+    )
+    _echo(f"records in {results}" + (f"; {len(left)} cells not finished (run again to resume)" if left else ""))
+
+
 def run_plot(args) -> None:
     """`liemem plot`: draw a run into an image file and print its path."""
     from .plots import plot_run  # matplotlib is loaded only by the command that draws
@@ -248,7 +310,7 @@ def run_plot(args) -> None:
     print(out)
 
 
-COMMANDS = {"sample": run_sample, "train": run_train, "eval": run_eval, "plot": run_plot}
+COMMANDS = {"sample": run_sample, "train": run_train, "eval": run_eval, "suite": run_suite, "plot": run_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,8 @@ to a global norm of 32, and 3,200 test samples at the task's 2x lengths.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -136,6 +138,16 @@ class TrainConfig:
                 data[field] = list(data[field])
         return data
 
+    def to_toml(self) -> str:
+        """The configuration as a TOML file `load_config` reads back to an equal one (fields left at `None`, which
+        mean "the task's" or "the model's", are left out)."""
+        data = {name: value for name, value in self.to_dict().items() if value is not None}
+        tables = {name: data.pop(name) for name in ("task_options", "model_options")}
+        lines = [f"{name} = {_toml_value(value)}" for name, value in data.items()]
+        for name, table in tables.items():
+            lines += ["", f"[{name}]"] + [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+        return "\n".join(lines) + "\n"
+
     def differences(self, other: TrainConfig) -> list[str]:
         """The fields that differ between two resolved configurations, ignoring those a resumed run may change."""
         mine, theirs = self.to_dict(), other.to_dict()
@@ -155,6 +167,19 @@ def default_learning_rate(model: str) -> float:
             if preset.model is PRESETS[name].model:
                 return rate
     return DEFAULT_LEARNING_RATE
+
+
+def _toml_value(value) -> str:
+    """A value as TOML: booleans, inline tables, and JSON's spelling of numbers, strings and lists (TOML's too)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return json.dumps(value)
 
 
 def _table(owner: str, field: str, value) -> dict:

@@ -1,0 +1,199 @@
+"""A suite's records set beside the paper's table 1b: `table.md` and a figure, written from the records alone.
+
+Each cell of the table is the best run over the seeds recorded for it (most examples right, then most
+symbols), as the paper takes the best of its seeds. A cell more than `MISS_POINTS` coarse points below the
+paper's is marked. Nothing is typed by hand: run `liemem suite --report DIR` again and the table comes out
+the same.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import presets
+from .plan import PAPER_TASKS
+
+MISS_POINTS = 5
+COLUMNS = ("lstm", "ram", "ram-tape", "lantm", "lantm-s", "slantm", "slantm-s")  # the paper's order
+DISPLAY = {
+    "lstm": "LSTM", "ram": "RAM", "ram-tape": "RAM/Tape", "lantm": "LANTM", "lantm-s": "LANTM-s",
+    "slantm": "SLANTM", "slantm-s": "SLANTM-s",
+}  # fmt: skip
+REGIMES = ("small", "large")
+TABLE_FILE = "table.md"
+FIGURE_FILE = "table.png"
+
+
+def load_records(folder: str | Path) -> list[dict]:
+    """The finished runs' records in `folder` (files that are not records are ignored)."""
+    records = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and {"task", "model", "regime", "seed", "preset"} <= set(record):
+            records.append(record)
+    return records
+
+
+def _rank(record: dict) -> tuple:
+    best = record.get("best")
+    return (-1.0, -1.0) if best is None else (best["coarse"], best["fine"])
+
+
+def best_runs(records: list[dict], preset: str) -> dict[tuple[str, str, str], tuple[dict, int]]:
+    """For each (task, model, regime), its best run of `preset` and how many seeds were recorded."""
+    cells: dict[tuple[str, str, str], list[dict]] = {}
+    for record in records:
+        if record["preset"] == preset:
+            cells.setdefault((record["task"], record["model"], record["regime"]), []).append(record)
+    return {key: (max(runs, key=_rank), len(runs)) for key, runs in cells.items()}
+
+
+def percent(value: float) -> int:
+    """A score as the paper prints it: whole percents, and 100 only when exact (99.5 and up shows as 99)."""
+    return 100 if value >= 1.0 else min(round(100 * value), 99)
+
+
+def score_text(fine: float, coarse: float) -> str:
+    """'fine/coarse' in the paper's style: '*' for exactly 100/100."""
+    fine, coarse = percent(fine), percent(coarse)
+    return "*" if fine == coarse == 100 else f"{fine}/{coarse}"
+
+
+def _ours(record: dict | None, key: str = "best") -> str:
+    if record is None:
+        return "·"
+    if record.get(key) is None:
+        return "diverged" if record.get("diverged") else "failed"
+    return score_text(record[key]["fine"], record[key]["coarse"])
+
+
+def missed(record: dict, task: str, model: str, regime: str) -> bool:
+    """Whether a run's best coarse score is more than MISS_POINTS below the paper's for its cell."""
+    paper_coarse = presets.paper_score(task, model, regime)[1]
+    best = record.get("best")
+    return best is None or 100 * best["coarse"] < 100 * paper_coarse - MISS_POINTS
+
+
+def _grid(title: str, rows: list[str], columns: list[tuple[str, str]], text) -> list[str]:
+    header = f"| {title} | " + " | ".join(f"{DISPLAY.get(m, m)} {r[0].upper()}" for m, r in columns) + " |"
+    lines = [header, "|---" * (len(columns) + 1) + "|"]
+    for number, task in enumerate(rows, start=1):
+        lines.append(
+            f"| {number} {task} | " + " | ".join(text(task, model, regime) for model, regime in columns) + " |"
+        )
+    return lines
+
+
+def table(records: list[dict]) -> str:
+    """The Markdown report: ours beside the paper's table 1b, ours at 4x, and liemem's defaults in one run."""
+    paper_runs = best_runs(records, "paper")
+    columns = [(model, regime) for model in COLUMNS for regime in REGIMES]
+    misses = 0
+
+    def beside(task, model, regime):
+        nonlocal misses
+        found = paper_runs.get((task, model, regime))
+        paper = score_text(*presets.paper_score(task, model, regime))
+        if found is None:
+            return f"· ({paper})"
+        record, _ = found
+        mark = missed(record, task, model, regime)
+        misses += mark
+        return f"**{_ours(record)}** ({paper})" if mark else f"{_ours(record)} ({paper})"
+
+    lines = [
+        "# Table 1b, reproduced",
+        "",
+        "Written by `liemem suite --report` from the run records in this folder; do not edit by hand.",
+        "",
+        "## At 2x the training sizes, the paper's test (ours, then the paper's in brackets)",
+        "",
+        "Fine/coarse accuracy (%) on 3,200 test examples; `*` is 100/100. Each of our cells is the best run over",
+        "the seeds recorded, trained with the authors' kept settings for the cell (`liemem train --preset paper`),",
+        "scored as their code scores a run (the best evaluation after step 5,000). The paper's cell is the best of",
+        f"its grid (36 runs). **Bold**: more than {MISS_POINTS} coarse points below the paper. `·`: not run yet.",
+        "",
+    ]
+    lines += _grid("task", list(PAPER_TASKS), columns, beside)
+    done = sum(1 for key in paper_runs if key[0] in PAPER_TASKS)
+    seeds = sum(count for _, count in paper_runs.values())
+    lines += ["", f"Cells run: {done} of {len(PAPER_TASKS) * len(columns)} ({seeds} runs); more than {MISS_POINTS} "
+              f"coarse points below the paper: {misses}.", ""]  # fmt: skip
+
+    lines += ["## At 4x the training sizes (sizes 2u+1 to 4u, u the largest training size)", ""]
+    lines += ["The best run of each cell above (its best weights), on 3,200 examples beyond the paper's test.", ""]
+    lines += _grid(
+        "task", list(PAPER_TASKS), columns, lambda t, m, r: _ours(paper_runs.get((t, m, r), (None,))[0], "x4")
+    )
+
+    default_runs = best_runs(records, "defaults")
+    if default_runs:
+        models = [m for m in COLUMNS if any(key[1] == m for key in default_runs)]
+        regimes = [r for r in REGIMES if any(key[2] == r for key in default_runs)]
+        lines += ["", "## One run with liemem's defaults, no grid search (at 2x, the paper's in brackets)", ""]
+        lines += ["`liemem train --task T --model M` with nothing else (seed 1), scored on its best evaluation.", ""]
+
+        def defaults(task, model, regime):
+            found = default_runs.get((task, model, regime))
+            paper = score_text(*presets.paper_score(task, model, regime))
+            return f"{_ours(found[0] if found else None)} ({paper})"
+
+        lines += _grid("task", list(PAPER_TASKS), [(m, r) for m in models for r in regimes], defaults)
+    return "\n".join(lines) + "\n"
+
+
+def write_report(folder: str | Path) -> tuple[Path, Path]:
+    """Write `table.md` and `table.png` into `folder` from its records; their paths."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    records = load_records(folder)
+    (folder / TABLE_FILE).write_text(table(records))
+    _figure(records, folder / FIGURE_FILE)
+    return folder / TABLE_FILE, folder / FIGURE_FILE
+
+
+def _figure(records: list[dict], path: Path) -> None:
+    """Left: our best coarse score against the paper's, a point per cell. Right: the difference, cell by cell."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    runs = best_runs(records, "paper")
+    columns = [(model, regime) for model in COLUMNS for regime in REGIMES]
+    figure = Figure(figsize=(14, 5.2), dpi=100, layout="constrained")
+    scatter, grid = figure.subplots(1, 2, width_ratios=(1, 1.6))
+    for index, model in enumerate(COLUMNS):
+        for regime, marker in zip(REGIMES, ("o", "s"), strict=True):
+            points = [
+                (100 * presets.paper_score(t, m, r)[1], 100 * (rec.get("best") or {"coarse": 0.0})["coarse"])
+                for (t, m, r), (rec, _) in runs.items()
+                if m == model and r == regime
+            ]
+            if points:
+                x, y = zip(*points, strict=True)
+                scatter.scatter(x, y, color=f"C{index}", marker=marker, label=f"{DISPLAY[model]} {regime[0].upper()}")
+    scatter.plot([0, 100], [0, 100], color="grey", linewidth=0.8)
+    scatter.plot([MISS_POINTS, 100], [0, 100 - MISS_POINTS], color="grey", linewidth=0.6, linestyle=":")
+    scatter.set(xlabel="paper: coarse % at 2x", ylabel="liemem: best coarse % at 2x", xlim=(-3, 103), ylim=(-3, 103))
+    scatter.set_title("a point per cell of table 1b", fontsize=10)
+    scatter.legend(fontsize=7, ncol=2, loc="upper left")
+    difference = np.full((len(PAPER_TASKS), len(columns)), np.nan)
+    for row, task in enumerate(PAPER_TASKS):
+        for column, (model, regime) in enumerate(columns):
+            found = runs.get((task, model, regime))
+            if found:
+                ours = (found[0].get("best") or {"coarse": 0.0})["coarse"]
+                difference[row, column] = 100 * (ours - presets.paper_score(task, model, regime)[1])
+    image = grid.imshow(difference, cmap="RdBu", vmin=-100, vmax=100, aspect="auto")
+    for (row, column), value in np.ndenumerate(difference):
+        if not np.isnan(value):
+            grid.text(column, row, f"{value:+.0f}", ha="center", va="center", fontsize=7)
+    grid.set_xticks(range(len(columns)), [f"{DISPLAY[m]} {r[0].upper()}" for m, r in columns], rotation=60, fontsize=8)
+    grid.set_yticks(range(len(PAPER_TASKS)), PAPER_TASKS, fontsize=8)
+    grid.set_title("coarse points, liemem minus the paper (blank: not run)", fontsize=10)
+    figure.colorbar(image, ax=grid, shrink=0.8)
+    figure.savefig(path)
