@@ -188,7 +188,7 @@ def run_cell(
             else:
                 record["error"] = "scoring at 4x: " + _last_error(log)
         record["evals"] = _evaluations(directory / "metrics.jsonl")
-        record.update(wall_seconds=seconds, peak_memory_mb=peak, commit=source_commit(), machine=machine())
+        record.update(wall_seconds=round(seconds, 1), peak_memory_mb=peak, commit=source_commit(), machine=machine())
         return record
 
 
@@ -286,7 +286,8 @@ def run_suite(
     echo(f"{len(cells)} cells: {len(cells) - len(todo)} done already, {len(todo)} to run")
     if todo:
         if ray_address:
-            _run_on_ray(todo, len(cells), (str(out), overrides, x4_samples, tuple(imports)), results, ray_address, echo)
+            arguments = (str(out), overrides, x4_samples, tuple(imports))
+            _run_on_ray(todo, len(cells), arguments, results, ray_address, workers, echo)
         else:
             _run_here(todo, len(cells), (str(out), overrides, x4_samples, tuple(imports)), results, workers, echo)
     return pending_cells(cells, results, retry_failed=False)
@@ -306,12 +307,24 @@ def _run_here(todo, total, arguments, results, workers, echo) -> None:
             future.result()  # re-raises a runner error (a full disk, say) instead of losing it
 
 
-def _run_on_ray(todo, total, arguments, results, address, echo) -> None:
+def _run_on_ray(todo, total, arguments, results, address, workers, echo) -> None:
     try:
         import ray
     except ImportError:
         raise ConfigError("--ray needs Ray: pip install 'liemem[ray]'") from None
-    ray.init(address=None if address == "local" else address, ignore_reinit_error=True, log_to_driver=False)
+    local = address == "local"
+    if local:  # a Ray instance on this machine, `workers` runs at a time
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+    try:
+        _submit_and_wait(ray, todo, total, arguments, results, echo)
+    finally:
+        if local:
+            ray.shutdown()
+
+
+def _submit_and_wait(ray, todo, total, arguments, results, echo) -> None:
     # A task lost with its node is retried; the retry resumes the run from its checkpoint in `out`, which must be
     # on storage every node sees.
     remote = ray.remote(num_cpus=1, max_retries=3)(run_cell)

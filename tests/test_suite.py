@@ -1,0 +1,226 @@
+"""`liemem suite`: the grid it plans, the records it writes, resuming after a kill without rerunning finished
+cells, the Ray path, and the report written from records alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from liemem import cli
+from liemem.config import ConfigError
+from liemem.suite import Cell, four_times_lengths, plan, run_suite
+from liemem.suite.report import score_text, table, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+# Runs small enough for a test: sizes 2-4 (4x: 9-16), a few steps, small evaluations.
+TINY = {
+    "steps": 12, "train_lengths": (2, 4), "test_lengths": (5, 8), "eval_every": 6, "eval_samples": 32,
+    "checkpoint_every": 3, "log_every": 3,
+}  # fmt: skip
+RECORD_KEYS = {"task", "model", "regime", "seed", "preset", "settings", "best", "final", "x4", "steps",
+               "wall_seconds", "peak_memory_mb", "commit", "machine", "evals"}  # fmt: skip
+
+
+def test_the_plan_runs_one_models_cells_before_the_next():
+    cells = plan(["copy", "reverse"], ["slantm", "lantm"], ["small", "large"], [1, 2])
+    assert len(cells) == 16
+    assert [cell.model for cell in cells[:8]] == ["slantm"] * 8
+    assert cells[0] == Cell("copy", "slantm", "small", 1, "paper")
+    assert cells[1].name == "copy-slantm-small-paper-seed2"
+    assert cells[2].regime == "large" and cells[4].task == "reverse"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ((["copy"], ["lantm"], ["small"], [1], "grid"), "unknown preset 'grid'"),
+        ((["copyy"], ["lantm"], ["small"], [1], "paper"), "unknown task 'copyy'"),
+        ((["copy"], ["lantmm"], ["small"], [1], "paper"), "unknown model 'lantmm'"),
+        ((["copy"], ["lantm"], ["medium"], [1], "paper"), "unknown regime 'medium'"),
+        ((["copy"], ["lantm"], ["small"], [-1], "paper"), "seeds must be non-negative"),
+        ((["associative_recall"], ["lantm"], ["small"], [1], "paper"), "no paper preset"),
+    ],
+)
+def test_the_plan_refuses_bad_names_before_anything_runs(arguments, message):
+    with pytest.raises(ConfigError, match=message):
+        plan(*arguments)
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    # 2u + 1 to 4u, u the largest training size, by hand: copy trains on 2-64 symbols, repeat copy on 1-5
+    # repetitions, interleaved add on 2-16 digits per number, priority sort on 2-10 values.
+    [("copy", (129, 256)), ("repeat_copy", (11, 20)), ("interleaved_add", (33, 64)), ("priority_sort", (21, 40))],
+)
+def test_four_times_lengths(task, expected):
+    assert four_times_lengths(Cell(task, "lantm", "small", 1, "paper").config()) == expected
+
+
+def _records(folder: Path) -> dict[str, dict]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+
+
+def test_a_suite_records_every_cell_and_never_reruns_a_finished_one(tmp_path):
+    cells = plan(["copy", "reverse"], ["lantm"], ["small"], [1], "defaults")
+    lines = []
+    left = run_suite(cells, tmp_path / "runs", tmp_path / "records", 2, TINY, x4_samples=16, echo=lines.append)
+    assert left == []
+    records = _records(tmp_path / "records")
+    assert sorted(records) == ["copy-lantm-small-defaults-seed1", "reverse-lantm-small-defaults-seed1"]
+    for name, record in records.items():
+        assert RECORD_KEYS <= set(record) and record["exit_status"] == 0
+        summary = json.loads((tmp_path / "runs" / name / "summary.json").read_text())
+        assert record["best"] == summary["best"] and record["steps"] == 12
+        assert record["x4"]["lengths"] == [9, 16] and record["x4"]["samples"] == 16
+        assert 0 <= record["x4"]["fine"] <= 1 and record["x4"]["step"] == record["best"]["step"]
+        assert [entry[0] for entry in record["evals"]] == [6, 12]
+        assert record["peak_memory_mb"] > 50 and record["settings"]["train_lengths"] == [2, 4]
+    assert lines[0] == "2 cells: 0 done already, 2 to run"
+    assert any(line.startswith("[2/2 done, 0 running, 0 left]") for line in lines)
+
+    stamps = {path: path.stat().st_mtime_ns for path in (tmp_path / "runs").rglob("*") if path.is_file()}
+    again = []
+    assert run_suite(cells, tmp_path / "runs", tmp_path / "records", 2, TINY, echo=again.append) == []
+    assert again == ["2 cells: 2 done already, 0 to run"]
+    assert stamps == {path: path.stat().st_mtime_ns for path in (tmp_path / "runs").rglob("*") if path.is_file()}
+
+
+def test_a_diverged_cell_is_recorded_and_the_suite_goes_on(tmp_path):
+    cells = plan(["copy"], ["lantm", "slantm"], ["small"], [1], "defaults")
+    lines = []
+    # A rate of 1e30 sends the first step's weights to infinity: `liemem train` stops and names the step.
+    wild = {**TINY, "lr": 1e30}
+    run_suite(cells[:1], tmp_path / "runs", tmp_path / "records", 1, wild, x4_samples=16, echo=lines.append)
+    record = _records(tmp_path / "records")["copy-lantm-small-defaults-seed1"]
+    assert record["diverged"] is True and record["exit_status"] == 3 and "step" in record["error"]
+    assert "best" not in record and "diverged" in lines[-1]
+    run_suite(cells, tmp_path / "runs", tmp_path / "records", 1, wild, x4_samples=16, echo=lines.append)
+    assert lines[-2] == "2 cells: 1 done already, 1 to run"  # the diverged cell counts as done
+
+
+_KILLABLE_SUITE = """
+import sys
+from liemem.suite import plan, run_suite
+cells = plan(["copy", "reverse"], ["lantm"], ["small"], [1], "defaults")
+tiny = {"steps": 400, "train_lengths": (2, 4), "test_lengths": (5, 8), "eval_every": 5, "eval_samples": 32,
+        "checkpoint_every": 5, "log_every": 5}
+run_suite(cells, sys.argv[1], sys.argv[2], 1, tiny, x4_samples=16)
+"""
+
+
+def test_a_suite_killed_mid_run_resumes_the_stopped_cell_from_its_checkpoint(tmp_path):
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    first = runs / "copy-lantm-small-defaults-seed1"
+    suite = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE_SUITE, str(runs), str(records)], cwd=tmp_path, start_new_session=True
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and _checkpoint_step(first) < 20:
+        time.sleep(0.2)
+    os.killpg(suite.pid, signal.SIGKILL)  # the suite and its training child, as a lost machine would
+    suite.wait()
+    stopped_at = _checkpoint_step(first)
+    assert 20 <= stopped_at < 400 and not records.exists()
+
+    # Restarted, the suite finishes the same cells; the stopped one goes on from its checkpoint.
+    lines = []
+    cells = plan(["copy", "reverse"], ["lantm"], ["small"], [1], "defaults")
+    tiny = {**TINY, "steps": 400, "eval_every": 5, "checkpoint_every": 5, "log_every": 5}
+    assert run_suite(cells, runs, records, 1, tiny, x4_samples=16, echo=lines.append) == []
+    assert lines[0] == "2 cells: 0 done already, 2 to run"
+    assert sorted(_records(records)) == ["copy-lantm-small-defaults-seed1", "reverse-lantm-small-defaults-seed1"]
+    log = (first / "train.log").read_text().splitlines()
+    assert sum(line.startswith("step 5:") for line in log) == 1  # not trained again from the start
+    assert sum(line.startswith(f"step {stopped_at + 5}:") for line in log) == 1
+    assert _records(records)["copy-lantm-small-defaults-seed1"]["final"]["step"] == 400
+
+
+def _checkpoint_step(directory: Path) -> int:
+    import torch
+
+    try:
+        return torch.load(directory / "checkpoint.pt", weights_only=False)["step"]
+    except Exception:  # not written yet, or being replaced
+        return 0
+
+
+def test_the_ray_path_runs_cells_as_tasks_on_a_local_instance(tmp_path):
+    pytest.importorskip("ray", reason="the Ray path needs pip install 'liemem[ray]'")
+    cells = plan(["copy", "bigram_flip"], ["lantm"], ["small"], [2], "defaults")
+    lines = []
+    left = run_suite(
+        cells, tmp_path / "runs", tmp_path / "records", 2, TINY, x4_samples=16, ray_address="local", echo=lines.append
+    )
+    assert left == []
+    records = _records(tmp_path / "records")
+    assert sorted(records) == ["bigram_flip-lantm-small-defaults-seed2", "copy-lantm-small-defaults-seed2"]
+    assert all(RECORD_KEYS <= set(record) and record["seed"] == 2 for record in records.values())
+    assert records["bigram_flip-lantm-small-defaults-seed2"]["x4"]["lengths"] == [9, 16]
+
+
+def _record(task, model, regime, seed, best, x4=None, preset="paper", **extra):
+    record = {"task": task, "model": model, "regime": regime, "seed": seed, "preset": preset, **extra}
+    if best is not None:
+        record["best"] = {"step": 6000, "fine": best[0], "coarse": best[1], "samples": 3200}
+        record["x4"] = {"fine": x4[0], "coarse": x4[1]} if x4 else {"fine": 0.0, "coarse": 0.0}
+    return record
+
+
+def test_the_report_sets_the_best_seed_beside_the_papers_cell(tmp_path):
+    records = [
+        _record("copy", "lantm", "small", 1, (0.5, 0.2)),
+        _record("copy", "lantm", "small", 2, (1.0, 1.0), x4=(0.873, 0.25)),  # the best seed: shown
+        _record("copy", "ram", "small", 1, (0.0417, 0.0)),  # paper 61/0: within 5 coarse points
+        _record("reverse", "lantm", "small", 1, (0.996, 0.94)),  # paper 100/100: 6 points below, marked
+        _record("odd_first", "slantm", "large", 1, None, diverged=True, error="diverged at step 7"),
+        _record("copy", "slantm", "small", 1, (0.99, 0.95), preset="defaults"),
+    ]
+    for index, record in enumerate(records):
+        (tmp_path / f"run{index}.json").write_text(json.dumps(record))
+    (tmp_path / "notes.json").write_text("[1, 2]")  # not a record: ignored
+    text = table([json.loads(p.read_text()) for p in sorted(tmp_path.glob("run*.json"))])
+    at_2x = text.split("## At 4x")[0]
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in at_2x.splitlines() if line.startswith("| ")}
+    # Columns: task, LSTM S, LSTM L, RAM S, RAM L, RAM/Tape S, RAM/Tape L, LANTM S, ... in the paper's order.
+    first_copy = rows["| 1 copy"]
+    assert first_copy[7] == "* (*)" and first_copy[3] == "4/0 (61/0)" and first_copy[1] == "· (16/0)"
+    assert rows["| 2 reverse"][7] == "**99/94** (*)"
+    assert rows["| 6 odd_first"][12] == "**diverged** (56/8)"
+    assert "Cells run: 4 of 112 (5 runs); more than 5 coarse points below the paper: 2." in text
+    x4_rows = [line for line in text.split("## At 4x")[1].splitlines() if line.startswith("| 1 copy")]
+    assert x4_rows[0].split(" | ")[7] == "87/25"  # the x4 scores of the best seed, not of seed 1
+    assert "## One run with liemem's defaults" in text
+    defaults_row = next(line for line in text.split("## One run")[1].splitlines() if line.startswith("| 1 copy"))
+    assert defaults_row.split(" | ")[1] == "99/95 (*) |"  # the only column: SLANTM S
+
+    assert cli.main(["suite", "--report", str(tmp_path)]) == 0
+    written = (tmp_path / "table.md").read_text()
+    assert written == text and (tmp_path / "table.png").stat().st_size > 10_000
+    write_report(tmp_path)
+    assert (tmp_path / "table.md").read_text() == written  # regenerated from the records alone: identical
+
+
+def test_scores_round_as_the_paper_prints_them():
+    assert score_text(1.0, 1.0) == "*"
+    assert score_text(0.997, 0.9) == "99/90"  # 99.7 is not rounded up to 100
+    assert score_text(1.0, 0.996) == "100/99"
+    assert score_text(0.5049, 0.0) == "50/0"
+
+
+def test_suite_command_line_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["suite", "--models", "lantmm", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'lantmm'" in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["suite", "--tasks", "copy"]) == 2
+    assert "--out is required" in capsys.readouterr().err
+    assert cli.main(["suite", "--out", str(tmp_path), "--workers", "0", "--tasks", "copy", "--models", "lantm"]) == 2
+    assert "workers must be a positive integer" in capsys.readouterr().err
+    assert cli.main(["suite", "--report", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
