@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from liemem.suite.runner import read_evaluations  # noqa: F401 - the runners read a run's log as the suite does
+
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": "1"}
 
 
@@ -57,21 +59,6 @@ def machine() -> str:
 def last_error(done: subprocess.CompletedProcess) -> str:
     """The last line a failed run wrote to stderr: `liemem train` names the problem there."""
     return (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-
-
-def read_evaluations(path: Path) -> list:
-    """[step, fine, coarse] of each evaluation in a run's metrics log; lines that are not whole records are
-    skipped (a run killed while writing leaves one)."""
-    found = []
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(entry, dict) and "eval" in entry:
-                found.append([entry["step"], round(entry["eval"]["fine"], 4), round(entry["eval"]["coarse"], 4)])
-    return found
 
 
 def best_evaluation(evaluations: list, after: int = -1) -> dict | None:

@@ -3,11 +3,11 @@
     python benchmarks/paper_cells.py --cells copy:lantm reverse:lantm:init=uniform --seeds 1 2 3 \
         --workers 2 --out runs/cells --results results/fidelity/after
 
-A cell is `task:model[:regime][:field=value ...]`; its settings come from the row of `grid-winners.tsv` (the
-authors' kept grid point: learning rate, decay delay, initialisation, SLANTM's angle bound, RAM's key width and
-sharpening, the LSTM's sizes), and `field=value` pairs override them (`init`, `lr`, `decay_after`, `steps`, or
-any model option). Each run is `liemem train` in its own process with one torch thread, so that runs in
-parallel do not fight over cores; a finished run is not redone, a stopped one resumes from its checkpoint. Each
+A cell is `task:model[:regime][:field=value ...]`; its settings are the paper preset of the cell
+(`liemem.presets.paper`: the authors' kept grid point, learning rate, decay delay, initialisation, SLANTM's angle
+bound, RAM's key width and sharpening, the LSTM's sizes), and `field=value` pairs override them (`init`, `lr`,
+`decay_after`, `steps`, or any model option). Each run is `liemem train` in its own process with one torch
+thread, so that runs in parallel do not fight over cores; a finished run is not redone, a stopped one resumes from its checkpoint. Each
 run's scores go to `<results>/<task>-<model>-<regime>[-overrides]-seed<S>.json`, and a table is printed at the
 end: per seed, the best fine/coarse at the 2x lengths over the evaluations after step 5,000, as the authors' code
 scores a run (it evaluates at steps 5,500 to 10,000), beside the paper's figure.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import csv
 import json
 import re
 import subprocess
@@ -28,13 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling module, 
 
 from child_runs import best_evaluation, last_error, machine, parse_value, read_evaluations, toml_value, train_in_child
 
+from liemem import presets
+from liemem.config import ConfigError
+
 ROOT = Path(__file__).resolve().parent.parent
-PAPER = ROOT.parent / "shared" / "paper"
-INIT_NAMES = {"torch-default": "default", "uniform[-1,1]": "uniform"}
-COLUMNS = {
-    "lstm": "LSTM", "ram": "RAM", "ram-tape": "RAM/Tape", "lantm": "LANTM", "lantm-s": "LANTM-s",
-    "slantm": "SLANTM", "slantm-s": "SLANTM-s",
-}  # fmt: skip
 PAPER_EVAL_AFTER = 5000
 TRAIN_FIELDS = {
     "lr": float,
@@ -47,20 +43,13 @@ TRAIN_FIELDS = {
 }
 
 
-def read_table(path: Path) -> dict[tuple[str, str, str], dict]:
-    """The rows of a TSV file keyed by (task, model, regime)."""
-    with path.open(newline="") as handle:
-        return {(row["task"], row["model"], row["regime"]): row for row in csv.DictReader(handle, delimiter="\t")}
-
-
-def paper_score(path: Path, task: str, model: str, regime: str) -> str:
-    """The paper's table 1b entry for a cell as "fine/coarse" ("*" is 100/100), or "?" where it has none."""
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            if row["task"] == task:
-                value = row.get(f"{COLUMNS.get(model, model)} {regime[0].upper()}", "?")
-                return "100/100" if value == "*" else value
-    return "?"
+def paper_score(task: str, model: str, regime: str) -> str:
+    """The paper's table 1b entry for a cell as "fine/coarse" in percent ("?" where the table has none)."""
+    try:
+        fine, coarse = presets.paper_score(task, model, regime)
+    except ConfigError:
+        return "?"
+    return f"{round(100 * fine)}/{round(100 * coarse)}"
 
 
 def parse_cell(text: str) -> tuple[str, str, str, dict]:
@@ -81,29 +70,11 @@ def parse_cell(text: str) -> tuple[str, str, str, dict]:
     return task, model, regime, overrides
 
 
-def kept_settings(row: dict) -> tuple[dict, dict]:
-    """The training fields and model options of a grid-winners row."""
-    train = {
-        "lr": float(row["learning_rate"]),
-        "warmup_steps": 0,  # the authors' RMSProp starts at the full rate
-        "decay_after": 10 * int(row["decay_delay_iters"]),
-        "regime": row["regime"],
-    }
-    options: dict = {"init": INIT_NAMES[row["init"]]}
-    if row["angle_bound"]:
-        options["group_options"] = {"angle_bound": row["angle_bound"] == "true"}
-    if row["key_dim"]:
-        options["key_dim"] = int(row["key_dim"])
-    if row["sharpening"]:
-        options["sharpening"] = row["sharpening"] == "true"
-    if row["lstm_layers"]:
-        # The LSTM baseline's own sizes (LSTMConfig's fields).
-        options.update(
-            layers=int(row["lstm_layers"]),
-            hidden_size=int(row["rnn_size"]),
-            embedding_size=int(row["embedding_size"]),
-        )
-    return train, options
+def kept_settings(task: str, model: str, regime: str) -> tuple[dict, dict]:
+    """The training fields and model options of the authors' kept run for a cell (`liemem.presets.paper`)."""
+    config = presets.paper(task, model, regime)
+    train = {"lr": config.lr, "warmup_steps": config.warmup_steps, "decay_after": config.decay_after, "regime": regime}
+    return train, dict(config.model_options)
 
 
 def run_name(task: str, model: str, regime: str, overrides: dict, seed: int) -> str:
@@ -111,7 +82,7 @@ def run_name(task: str, model: str, regime: str, overrides: dict, seed: int) -> 
     return f"{task}-{model}-{regime}{extra}-seed{seed}"
 
 
-def run_one(task, model, regime, overrides, seed, winners, runs: Path, results: Path, python: str) -> dict:
+def run_one(task, model, regime, overrides, seed, runs: Path, results: Path, python: str) -> dict:
     """Train one cell and seed in a child process; its result record (also written as JSON)."""
     name = run_name(task, model, regime, overrides, seed)
     record_path = results / f"{name}.json"
@@ -119,7 +90,7 @@ def run_one(task, model, regime, overrides, seed, winners, runs: Path, results: 
         record = json.loads(record_path.read_text())
         record.setdefault("paper_best", paper_best(record.get("evals", [])))
         return record
-    train, options = kept_settings(winners[(task, model, regime)])
+    train, options = kept_settings(task, model, regime)
     for key, value in overrides.items():
         (train if key in TRAIN_FIELDS else options)[key] = value
     out = (runs / name).resolve()
@@ -183,7 +154,7 @@ def score_text(scores: dict | None) -> str:
     return "-" if not scores else f"{100 * scores['fine']:.1f}/{100 * scores['coarse']:.1f}"
 
 
-def plot_curves(records: dict, cells: list, seeds: list, out: Path, paper_dir: Path = PAPER) -> None:
+def plot_curves(records: dict, cells: list, seeds: list, out: Path) -> None:
     """One panel per cell: fine (dashed) and coarse (solid) at the 2x lengths against the step, a line per seed,
     with the paper's coarse score as a grey line."""
     from matplotlib.figure import Figure
@@ -201,7 +172,7 @@ def plot_curves(records: dict, cells: list, seeds: list, out: Path, paper_dir: P
             color = f"C{index}"
             ax.plot(steps, [100 * c for c in coarse], color=color, label=f"seed {seed}")
             ax.plot(steps, [100 * f for f in fine], color=color, linestyle="--", linewidth=0.8)
-        paper = paper_score(paper_dir / "table-1b.tsv", task, model, regime)
+        paper = paper_score(task, model, regime)
         if "/" in paper:
             ax.axhline(float(paper.split("/")[1]), color="grey", linewidth=0.8)
         ax.set_title(f"{model} {task} {regime}" + "".join(f" {k}={v}" for k, v in overrides.items()), fontsize=9)
@@ -233,7 +204,7 @@ def _cell_text(record: dict | None) -> str:
     return f"stopped at step {stopped.group(1)}" if stopped else "failed"
 
 
-def table(records: dict, cells: list, seeds: list, paper_dir: Path, before: dict | None = None) -> str:
+def table(records: dict, cells: list, seeds: list, before: dict | None = None) -> str:
     """A Markdown table: per cell, the paper's score, then each seed's best fine/coarse after step 5,000 (with
     `before`, its seeds first)."""
     rounds = [("before", before), ("after", records)] if before is not None else [("", records)]
@@ -243,9 +214,7 @@ def table(records: dict, cells: list, seeds: list, paper_dir: Path, before: dict
         names = [run_name(task, model, regime, overrides, seed) for seed in seeds]
         texts = [_cell_text(found.get(name)) for _, found in rounds for name in names]
         label = f"{model} {task} {regime}" + "".join(f" {k}={v}" for k, v in overrides.items())
-        lines.append(
-            f"| {label} | {paper_score(paper_dir / 'table-1b.tsv', task, model, regime)} | " + " | ".join(texts) + " |"
-        )
+        lines.append(f"| {label} | {paper_score(task, model, regime)} | " + " | ".join(texts) + " |")
     return "\n".join(lines)
 
 
@@ -256,17 +225,17 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="runs at a time, one torch thread each")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "cells", help="run directories")
     parser.add_argument("--results", type=Path, required=True, help="one JSON record per run")
-    parser.add_argument("--paper", type=Path, default=PAPER, help="folder of grid-winners.tsv and table-1b.tsv")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs liemem")
     parser.add_argument("--plot", type=Path, help="also draw the cells' learning curves into this image file")
     parser.add_argument("--before", type=Path, help="records of an earlier round, shown beside these in the table")
     parser.add_argument("--report", action="store_true", help="only print the table of the records there are")
     args = parser.parse_args(argv)
-    winners = read_table(args.paper / "grid-winners.tsv")
     cells = [parse_cell(text) for text in args.cells]
     for task, model, regime, _ in cells:
-        if (task, model, regime) not in winners:
-            raise SystemExit(f"no kept settings for {task}/{model}/{regime} in {args.paper / 'grid-winners.tsv'}")
+        try:
+            presets.paper(task, model, regime)
+        except ConfigError as error:
+            raise SystemExit(str(error)) from None
     jobs = [(cell, seed) for cell in cells for seed in args.seeds]
     if args.report:
         records = _load(args.results)
@@ -275,8 +244,7 @@ def main(argv=None) -> None:
         records = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.workers) as pool:
         futures = {
-            pool.submit(run_one, *cell, seed, winners, args.out, args.results, args.python): (cell, seed)
-            for cell, seed in jobs
+            pool.submit(run_one, *cell, seed, args.out, args.results, args.python): (cell, seed) for cell, seed in jobs
         }
         for future in concurrent.futures.as_completed(futures):
             (task, model, regime, overrides), seed = futures[future]
@@ -287,9 +255,9 @@ def main(argv=None) -> None:
                 f"{run_name(task, model, regime, overrides, seed)}: {status} ({record['wall_seconds']} s)", flush=True
             )
     print()
-    print(table(records, cells, args.seeds, args.paper, _load(args.before) if args.before else None))
+    print(table(records, cells, args.seeds, _load(args.before) if args.before else None))
     if args.plot:
-        plot_curves(records, cells, args.seeds, args.plot, args.paper)
+        plot_curves(records, cells, args.seeds, args.plot)
         print(f"learning curves: {args.plot}")
 
 

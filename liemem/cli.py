@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--workers", type=int, default=2, help="runs at a time here, one torch thread each (default 2)")
     suite.add_argument("--steps", type=int, help="train every run this long instead (a trial of the suite)")
     suite.add_argument("--x4-samples", type=int, help="examples scored at 4x (default: the run's eval_samples)")
+    suite.add_argument(
+        "--only-below-paper", type=float, metavar="POINTS",
+        help="keep only the cells whose best run in --results is more than POINTS coarse points below the paper "
+        "(to give them more seeds, as the paper took the best of seeds 1-3)",
+    )  # fmt: skip
     suite.add_argument("--retry-failed", action="store_true", help="run again the cells whose record is a failure")
     suite.add_argument(
         "--ray", metavar="ADDRESS",
@@ -288,11 +293,16 @@ def run_suite(args) -> None:
         args.tasks or suite.PAPER_TASKS, args.models or suite.PAPER_MODELS, args.regimes or ("small", "large"),
         args.seeds, args.preset,
     )  # fmt: skip
+    results = args.results or str(Path(args.out) / "records")
+    if args.only_below_paper is not None:
+        from .suite.report import below_paper
+
+        missed = below_paper(results, args.only_below_paper)
+        cells = [cell for cell in cells if (cell.task, cell.model, cell.regime) in missed]
     overrides = {} if args.steps is None else {"steps": args.steps}
     x4 = args.x4_samples
     if x4 is not None:
         require_int("liemem suite", "--x4-samples", x4, maximum=MAX_EVAL_SAMPLES)
-    results = args.results or str(Path(args.out) / "records")
     left = suite.run_suite(
         cells, args.out, results, args.workers, overrides, x4, args.ray, args.retry_failed, args.imports, _echo
     )

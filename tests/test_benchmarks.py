@@ -44,28 +44,19 @@ def _paper_cells():
     return module
 
 
-def test_the_cell_runner_reads_the_authors_kept_settings():
+def test_the_cell_runner_takes_the_paper_presets():
     cells = _paper_cells()
-    # Rows as the shared grid-winners.tsv holds them (its columns documented in shared/paper/README.md).
-    header = "task model regime learning_rate decay_delay_iters init seed angle_bound key_dim sharpening".split()
-    header += "lstm_layers rnn_size embedding_size reset_train_interval_iters".split()
-    values = [*"repeat_copy slantm small 0.01 600 uniform[-1,1] 2 false".split(), "", "", "", "", "", "50"]
-    slantm = dict(zip(header, values, strict=True))
-    train, options = cells.kept_settings(slantm)
-    assert train == {
-        "lr": 0.01,
-        "warmup_steps": 0,
-        "decay_after": 6000,
-        "regime": "small",
-    }  # 600 iterations of 10 steps
+    train, options = cells.kept_settings("repeat_copy", "slantm", "small")
+    # The authors' run file: lr 0.01, decay after 600 iterations of 10 steps, uniform init, no angle bound.
+    assert train == {"lr": 0.01, "warmup_steps": 0, "decay_after": 6000, "regime": "small"}
     assert options == {"init": "uniform", "group_options": {"angle_bound": False}}
-    lstm_row = [*"copy lstm small 0.002 700 torch-default 2".split(), "", "", "", "2", "256", "128", "50"]
-    train, options = cells.kept_settings(dict(zip(header, lstm_row, strict=True)))
+    train, options = cells.kept_settings("copy", "lstm", "small")
     assert train["decay_after"] == 7000
     assert options == {"init": "default", "layers": 2, "hidden_size": 256, "embedding_size": 128}
     from liemem import build_model
 
     assert build_model("lstm", 5, **options).lstm.num_layers == 2  # options the LSTM baseline takes
+    assert cells.paper_score("copy", "ram", "small") == "61/0" and cells.paper_score("copy", "ntm", "small") == "?"
     assert cells.parse_cell("reverse:lantm:init=uniform") == ("reverse", "lantm", "small", {"init": "uniform"})
     assert cells.parse_cell("copy:ram:large:lr=0.02") == ("copy", "ram", "large", {"lr": 0.02})
 

@@ -16,7 +16,7 @@ import pytest
 from liemem import cli
 from liemem.config import ConfigError
 from liemem.suite import Cell, four_times_lengths, plan, run_suite
-from liemem.suite.report import score_text, table, write_report
+from liemem.suite.report import below_paper, score_text, table, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 # Runs small enough for a test: sizes 2-4 (4x: 9-16), a few steps, small evaluations.
@@ -199,6 +199,10 @@ def test_the_report_sets_the_best_seed_beside_the_papers_cell(tmp_path):
     assert "## One run with liemem's defaults" in text
     defaults_row = next(line for line in text.split("## One run")[1].splitlines() if line.startswith("| 1 copy"))
     assert defaults_row.split(" | ")[1] == "99/95 (*) |"  # the only column: SLANTM S
+
+    # More seeds go to the cells more than 5 coarse points below the paper, and to a diverged one.
+    assert below_paper(tmp_path) == {("reverse", "lantm", "small"), ("odd_first", "slantm", "large")}
+    assert below_paper(tmp_path, points=10) == {("odd_first", "slantm", "large")}
 
     assert cli.main(["suite", "--report", str(tmp_path)]) == 0
     written = (tmp_path / "table.md").read_text()

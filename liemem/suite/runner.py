@@ -93,8 +93,8 @@ def _last_error(log: Path) -> str:
     return (named or lines or ["(no output)"])[-1]
 
 
-def _evaluations(path: Path) -> list[list]:
-    """[step, fine, coarse] of each evaluation a run logged (a line cut off by a kill is skipped)."""
+def read_evaluations(path: Path) -> list[list]:
+    """[step, fine, coarse] of each evaluation in a run's metrics log (a line cut off by a kill is skipped)."""
     found = []
     if path.exists():
         for line in path.read_text(errors="replace").splitlines():
@@ -103,7 +103,7 @@ def _evaluations(path: Path) -> list[list]:
             except json.JSONDecodeError:
                 continue
             if isinstance(entry, dict) and "eval" in entry:
-                found.append([entry["step"], round(entry["eval"]["fine"], 5), round(entry["eval"]["coarse"], 5)])
+                found.append([entry["step"], round(entry["eval"]["fine"], 4), round(entry["eval"]["coarse"], 4)])
     return found
 
 
@@ -187,7 +187,7 @@ def run_cell(
                 }  # fmt: skip
             else:
                 record["error"] = "scoring at 4x: " + _last_error(log)
-        record["evals"] = _evaluations(directory / "metrics.jsonl")
+        record["evals"] = read_evaluations(directory / "metrics.jsonl")
         record.update(wall_seconds=round(seconds, 1), peak_memory_mb=peak, commit=source_commit(), machine=machine())
         return record
 
