@@ -31,6 +31,7 @@ LOCK_FILE = "suite.lock"
 
 
 def record_path(results: Path, cell: Cell) -> Path:
+    """Where a cell's record lives: `<results>/<cell name>.json`."""
     return Path(results) / f"{cell.name}.json"
 
 
