@@ -7,10 +7,10 @@ A cell is `task:model[:regime][:field=value ...]`; its settings are the paper pr
 (`liemem.presets.paper`: the authors' kept grid point, learning rate, decay delay, initialisation, SLANTM's angle
 bound, RAM's key width and sharpening, the LSTM's sizes), and `field=value` pairs override them (`init`, `lr`,
 `decay_after`, `steps`, or any model option). Each run is `liemem train` in its own process with one torch
-thread, so that runs in parallel do not fight over cores; a finished run is not redone, a stopped one resumes from its checkpoint. Each
-run's scores go to `<results>/<task>-<model>-<regime>[-overrides]-seed<S>.json`, and a table is printed at the
-end: per seed, the best fine/coarse at the 2x lengths over the evaluations after step 5,000, as the authors' code
-scores a run (it evaluates at steps 5,500 to 10,000), beside the paper's figure.
+thread, so that runs in parallel do not fight over cores; a finished run is not redone, a stopped one resumes
+from its checkpoint. Each run's scores go to `<results>/<task>-<model>-<regime>[-overrides]-seed<S>.json`, and a
+table is printed at the end: per seed, the best fine/coarse at the 2x lengths over the evaluations after step
+5,000, as the authors' code scores a run (it evaluates at steps 5,500 to 10,000), beside the paper's figure.
 """
 
 from __future__ import annotations
