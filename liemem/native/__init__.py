@@ -60,8 +60,11 @@ def _build():
     from torch.utils import cpp_extension
 
     # A build is specific to the source, flags, torch, Python and processor it was made for (-march=native):
-    # each gets its own directory, so a cache shared between machines never loads another's build.
-    identity = [_SOURCE.read_bytes(), repr(_FLAGS).encode(), torch.__version__.encode(), sys.version.encode()]
+    # each gets its own directory, so a cache shared between machines never loads another's build. The source's
+    # path counts too: ninja rebuilds when the path in its build file changes, so two checkouts sharing one
+    # directory would rebuild it in turn, and one waits on the other's lock while it does.
+    identity = [_SOURCE.read_bytes(), str(_SOURCE.resolve()).encode(), repr(_FLAGS).encode()]
+    identity += [torch.__version__.encode(), sys.version.encode()]
     key = hashlib.sha256(b"\0".join([*identity, _processor().encode()])).hexdigest()[:16]
     name = f"liemem_lantm_loop_{key}"
     directory = pathlib.Path(cpp_extension.get_default_build_root()) / name
