@@ -16,7 +16,7 @@ import pytest
 from liemem import cli
 from liemem.config import ConfigError
 from liemem.suite import Cell, four_times_lengths, plan, run_suite
-from liemem.suite.report import below_paper, score_text, table, write_report
+from liemem.suite.report import below_paper, furthest_below, score_text, table, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 # Runs small enough for a test: sizes 2-4 (4x: 9-16), a few steps, small evaluations.
@@ -223,9 +223,15 @@ def test_the_report_sets_the_best_seed_beside_the_papers_cell(tmp_path):
     assert below_paper(tmp_path) == {("reverse", "lantm", "small"), ("odd_first", "slantm", "large")}
     assert below_paper(tmp_path, points=10) == {("odd_first", "slantm", "large")}
 
+    # The curves go to the cells furthest below the paper: copy on RAM is 57 fine points short at 0 coarse, so it
+    # ranks below reverse (6 coarse points short); the cells at the paper's score are left out.
+    assert furthest_below(records) == [("odd_first", "slantm", "large"), ("reverse", "lantm", "small"),
+                                       ("copy", "ram", "small")]  # fmt: skip
+
     assert cli.main(["suite", "--report", str(tmp_path)]) == 0
     written = (tmp_path / "table.md").read_text()
     assert written == text and (tmp_path / "table.png").stat().st_size > 10_000
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
     write_report(tmp_path)
     assert (tmp_path / "table.md").read_text() == written  # regenerated from the records alone: identical
 

@@ -23,6 +23,8 @@ DISPLAY = {
 REGIMES = ("small", "large")
 TABLE_FILE = "table.md"
 FIGURE_FILE = "table.png"
+CURVES_FILE = "curves.png"
+CURVE_CELLS = 9  # learning curves of the cells furthest below the paper
 
 
 def load_records(folder: str | Path) -> list[dict]:
@@ -152,15 +154,68 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder: str | Path) -> tuple[Path, Path]:
-    """Write `table.md` and `table.png` into `folder` from its records; their paths."""
+def write_report(folder: str | Path) -> tuple[Path, ...]:
+    """Write `table.md`, `table.png` and `curves.png` (the learning curves of the cells furthest below the paper)
+    into `folder` from its records; their paths."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
     records = load_records(folder)
     (folder / TABLE_FILE).write_text(table(records))
     _figure(records, folder / FIGURE_FILE)
-    return folder / TABLE_FILE, folder / FIGURE_FILE
+    _curves(records, folder / CURVES_FILE)
+    return folder / TABLE_FILE, folder / FIGURE_FILE, folder / CURVES_FILE
+
+
+def furthest_below(records: list[dict], count: int = CURVE_CELLS) -> list[tuple[str, str, str]]:
+    """The cells (preset 'paper') whose best coarse score is furthest below the paper's, worst first; ties go
+    to the larger fine gap. Cells at or above the paper are left out."""
+    gaps = []
+    for (task, model, regime), (record, _) in best_runs(records, "paper").items():
+        fine, coarse = presets.paper_score(task, model, regime)
+        best = record.get("best") or {"fine": 0.0, "coarse": 0.0}
+        gap = (coarse - best["coarse"], fine - best["fine"])
+        if gap[0] > 0 or gap[1] > 0:
+            gaps.append((gap, (task, model, regime)))
+    return [cell for _, cell in sorted(gaps, key=lambda item: (-item[0][0], -item[0][1], item[1]))[:count]]
+
+
+def _curves(records: list[dict], path: Path) -> None:
+    """A panel per cell furthest below the paper: coarse (solid) and fine (dashed) at 2x against the step, a line
+    per seed, and the paper's coarse (grey) and fine (dotted) scores."""
+    from matplotlib.figure import Figure
+
+    cells = furthest_below(records)
+    columns = 3
+    rows = max(1, -(-len(cells) // columns))
+    figure = Figure(figsize=(4.3 * columns, 2.9 * rows), dpi=100, layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).flatten()
+    for ax, (task, model, regime) in zip(axes, cells, strict=False):
+        runs = sorted(
+            (r for r in records if (r["task"], r["model"], r["regime"], r["preset"]) == (task, model, regime, "paper")),
+            key=lambda r: r["seed"],
+        )
+        for index, record in enumerate(runs):
+            if record.get("evals"):
+                steps, fine, coarse = zip(*record["evals"], strict=True)
+                ax.plot(steps, [100 * c for c in coarse], color=f"C{index}", label=f"seed {record['seed']}")
+                ax.plot(steps, [100 * f for f in fine], color=f"C{index}", linestyle="--", linewidth=0.8)
+        paper_fine, paper_coarse = presets.paper_score(task, model, regime)
+        ax.axhline(100 * paper_coarse, color="grey", linewidth=0.8)
+        ax.axhline(100 * paper_fine, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(f"{DISPLAY[model]} {regime[0].upper()}, {task}", fontsize=9)
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("% at 2x", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # records without a learning curve draw no line to name
+            ax.legend(fontsize=7, loc="upper left")
+    for ax in axes[len(cells) :]:
+        ax.set_visible(False)
+    if not cells:
+        axes[0].set_visible(True)
+        axes[0].text(0.5, 0.5, "no cell below the paper", ha="center", va="center")
+    figure.suptitle("the cells furthest below the paper: coarse solid, fine dashed; the paper's in grey", fontsize=10)
+    figure.savefig(path)
 
 
 def _figure(records: list[dict], path: Path) -> None:
