@@ -555,7 +555,15 @@ std::vector<at::Tensor> backward_loop(
     const T* squashed_data = squashed.data_ptr<T>();
     const T e = static_cast<T>(eps);
     const T scale_ceiling = T(1) / static_cast<T>(temperature_floor);
-    std::vector<T> grad_weight(capacity), minus_grad_dist2(capacity), moved(input_size);
+    // Scratch rows from torch's allocator, which aligns every buffer to 64 bytes, not std::vector's heap memory.
+    // The sums below are vectorised (-fassociative-math), and the compiler may peel a few iterations up to an
+    // alignment boundary: on memory whose alignment changes from run to run, each run would split the sums
+    // differently, and two runs of the same seed would part after a few dozen steps.
+    const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+    at::Tensor scratch = at::zeros({2 * capacity + input_size}, options);
+    T* grad_weight = scratch.data_ptr<T>();
+    T* minus_grad_dist2 = grad_weight + capacity;
+    T* moved = minus_grad_dist2 + capacity;
     for (int64_t t = steps - 1; t >= 0; --t) {
       const bool writing = t < input_length;
       const int64_t slots = writing ? t + 1 : input_length + 1;
