@@ -268,3 +268,28 @@ def test_a_cell_another_process_is_running_is_left_to_it(tmp_path):
     assert left == cells and not (tmp_path / "records").exists()
     assert lines[-1].endswith("skipped: another process is running it")
     assert not (directory / "checkpoint.pt").exists()  # nothing was trained beside the other process
+
+
+def test_suite_command_gives_more_seeds_only_to_the_cells_below_the_paper(tmp_path, monkeypatch):
+    import liemem.suite as suite_module
+
+    records = tmp_path / "records"
+    records.mkdir()
+    # reverse/LANTM/small is 6 coarse points short of the paper's 100; copy/LANTM/small matches it.
+    for record in (
+        _record("reverse", "lantm", "small", 1, (0.996, 0.94)),
+        _record("copy", "lantm", "small", 1, (1, 1)),
+    ):
+        (records / f"{record['task']}.json").write_text(json.dumps(record))
+    seen = {}
+
+    def fake_run_suite(cells, out, results, workers, *rest, **kwargs):
+        seen["cells"], seen["results"], seen["workers"] = cells, results, workers
+        return []
+
+    monkeypatch.setattr(suite_module, "run_suite", fake_run_suite)
+    argv = ["suite", "--tasks", "copy", "reverse", "--models", "lantm", "--regimes", "small", "--seeds", "2", "3"]
+    argv += ["--only-below-paper", "5", "--out", str(tmp_path / "runs"), "--results", str(records), "--workers", "1"]
+    assert cli.main(argv) == 0
+    assert [(c.task, c.seed) for c in seen["cells"]] == [("reverse", 2), ("reverse", 3)]
+    assert seen["results"] == str(records) and seen["workers"] == 1
