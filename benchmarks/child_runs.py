@@ -6,7 +6,6 @@ do not fight over threads, and read back the evaluations it logged.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 from liemem.suite.runner import read_evaluations  # noqa: F401 - the runners read a run's log as the suite does
+from liemem.training.config import toml_value  # noqa: F401 - and write TOML as TrainConfig.to_toml does
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": "1"}
 
@@ -28,15 +28,6 @@ def parse_value(text: str):
         except ValueError:
             pass
     return text
-
-
-def toml_value(value) -> str:
-    """`value` written as TOML: booleans, inline tables, and JSON's spelling of numbers, strings and lists."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)
 
 
 def train_in_child(config: Path, out: Path, python: str) -> tuple[subprocess.CompletedProcess, float]:

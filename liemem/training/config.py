@@ -143,9 +143,9 @@ class TrainConfig:
         mean "the task's" or "the model's", are left out)."""
         data = {name: value for name, value in self.to_dict().items() if value is not None}
         tables = {name: data.pop(name) for name in ("task_options", "model_options")}
-        lines = [f"{name} = {_toml_value(value)}" for name, value in data.items()]
+        lines = [f"{name} = {toml_value(value)}" for name, value in data.items()]
         for name, table in tables.items():
-            lines += ["", f"[{name}]"] + [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+            lines += ["", f"[{name}]"] + [f"{key} = {toml_value(value)}" for key, value in table.items()]
         return "\n".join(lines) + "\n"
 
     def differences(self, other: TrainConfig) -> list[str]:
@@ -169,14 +169,14 @@ def default_learning_rate(model: str) -> float:
     return DEFAULT_LEARNING_RATE
 
 
-def _toml_value(value) -> str:
+def toml_value(value) -> str:
     """A value as TOML: booleans, inline tables, and JSON's spelling of numbers, strings and lists (TOML's too)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return json.dumps(value)
