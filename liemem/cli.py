@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the parameters' dtype (default float32; the authors' CPU runs were float64)",
     )
     train_.add_argument(
+        "--float64-on-overflow",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compute a step whose loss or gradient is not finite again in float64 before stopping (default on)",
+    )
+    train_.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -248,6 +254,7 @@ def run_train(args) -> None:
         "seed": args.seed,
         "device": args.device,
         "dtype": args.dtype,
+        "float64_on_overflow": args.float64_on_overflow,
         "train_lengths": parse_lengths(args.train_lengths, "--train-lengths") if args.train_lengths else None,
         "test_lengths": parse_lengths(args.test_lengths, "--test-lengths") if args.test_lengths else None,
     }

@@ -159,3 +159,24 @@ def test_the_seed_study_refuses_records_made_with_another_configuration(tmp_path
     with pytest.raises(SystemExit, match=r"another configuration: lr is 0\.02 there, 0\.01 here"):
         seeds.read_record(path, asked)
     assert seeds.read_record(path, {**asked, "lr": 0.02})["config"] == recorded
+
+
+def test_read_gradients_prints_every_time_step_of_the_next_training_step(tmp_path):
+    from liemem.training import TrainConfig, train
+
+    config = TrainConfig(task="copy", model="lantm-s", steps=1, train_lengths=(3, 3), test_lengths=(4, 4),
+                         eval_samples=8, device="cpu")  # fmt: skip
+    train(config, tmp_path, progress=False)
+    command = [sys.executable, str(ROOT / "benchmarks" / "read_gradients.py"), str(tmp_path), "--every", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "training step 2: 8 time steps, float64, plain loop"
+    rows = [line.split() for line in lines[2:10]]
+    # Copy of 3 symbols: 4 input steps (^ and the symbols) each read, then write; 4 answer steps read 5 slots.
+    assert [int(row[0]) for row in rows] == list(range(8))
+    assert [int(row[1]) for row in rows] == [1, 2, 3, 4, 5, 5, 5, 5]
+    assert all(0 < float(row[2]) <= float(row[3]) for row in rows)
+    # One slot: every query reads it with weight 1, so the read does not depend on the head's position.
+    assert float(rows[0][4]) == 0 and all(float(row[4]) > 0 for row in rows[1:])
+    assert lines[10].startswith("largest at time step ")

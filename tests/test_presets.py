@@ -115,6 +115,9 @@ def test_train_with_the_paper_preset_takes_the_cells_settings_and_flags_on_top(m
     assert (config.seed, config.lr, config.decay_after, config.model_options["key_dim"]) == (3, 0.005, 3000, 20)
     defaults = _trained_config(monkeypatch, "--preset", "defaults", "--task", "reverse", "--model", "slantm")
     assert (defaults.task, defaults.model, defaults.warmup_steps, defaults.lr) == ("reverse", "slantm", 300, None)
+    assert defaults.float64_on_overflow is True
+    stopping = _trained_config(monkeypatch, "--preset", "paper", "--model", "slantm-s", "--no-float64-on-overflow")
+    assert stopping.float64_on_overflow is False and stopping.lr == presets.paper("copy", "slantm-s", "small").lr
 
 
 def test_train_refuses_a_preset_for_a_cell_the_table_lacks_and_a_preset_beside_a_config(capsys):

@@ -25,7 +25,7 @@ TINY = {
     "checkpoint_every": 3, "log_every": 3,
 }  # fmt: skip
 RECORD_KEYS = {"task", "model", "regime", "seed", "preset", "settings", "best", "final", "x4", "steps",
-               "wall_seconds", "peak_memory_mb", "commit", "machine", "evals"}  # fmt: skip
+               "wall_seconds", "peak_memory_mb", "commit", "machine", "evals", "float64_steps"}  # fmt: skip
 
 
 def test_the_plan_runs_one_models_cells_before_the_next():
@@ -80,7 +80,7 @@ def test_a_suite_records_every_cell_and_never_reruns_a_finished_one(tmp_path):
         assert record["best"] == summary["best"] and record["steps"] == 12
         assert record["x4"]["lengths"] == [9, 16] and record["x4"]["samples"] == 16
         assert 0 <= record["x4"]["fine"] <= 1 and record["x4"]["step"] == record["best"]["step"]
-        assert [entry[0] for entry in record["evals"]] == [6, 12]
+        assert [entry[0] for entry in record["evals"]] == [6, 12] and record["float64_steps"] == 0
         assert record["peak_memory_mb"] > 50 and record["settings"]["train_lengths"] == [2, 4]
     assert lines[0] == "2 cells: 0 done already, 2 to run"
     assert any(line.startswith("[2/2 done, 0 running, 0 left]") for line in lines)
@@ -293,3 +293,16 @@ def test_suite_command_gives_more_seeds_only_to_the_cells_below_the_paper(tmp_pa
     assert cli.main(argv) == 0
     assert [(c.task, c.seed) for c in seen["cells"]] == [("reverse", 2), ("reverse", 3)]
     assert seen["results"] == str(records) and seen["workers"] == 1
+
+
+def test_steps_computed_again_in_float64_are_counted_from_the_metrics_log(tmp_path):
+    from liemem.suite.runner import count_float64_steps
+
+    log = tmp_path / "metrics.jsonl"
+    lines = [{"step": 10, "loss": 4.0}, {"step": 20, "loss": 4.1, "float64_steps": 3}, {"step": 20, "eval": {}}]
+    log.write_text("\n".join(json.dumps(line) for line in lines) + '\n{"step": 30, "loss": 4.2, "float64_st')
+    more = {"step": 40, "loss": 3.9, "float64_steps": 2}
+    assert count_float64_steps(log) == 3  # the line a kill cut off is skipped
+    log.write_text(log.read_text().rsplit("\n", 1)[0] + "\n" + json.dumps(more) + "\n")
+    assert count_float64_steps(log) == 5
+    assert count_float64_steps(tmp_path / "missing.jsonl") == 0

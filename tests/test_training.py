@@ -391,32 +391,82 @@ def test_a_resumed_run_may_run_longer_but_not_differently(tmp_path):
         train(tiny(steps=12, model="slantm"), tmp_path, progress=False)
 
 
-def test_a_nan_stops_training_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
-    config = tiny(steps=20, checkpoint_every=3, eval_every=100)
-    torch.manual_seed(0)
-    calls = {"n": 0}
+def poison_passes(monkeypatch, poisoned: set[int], where: str = "gradient") -> dict:
+    """Models whose logits (`where="loss"`) or whose logits' gradient (`where="gradient"`) are NaN in the training
+    passes numbered in `poisoned` (1-based). Each of `tiny`'s steps is one pass, and a step computed again in
+    float64 is one more. Returns the counter, with the dtype of every pass."""
+    passes = {"n": 0, "dtypes": []}
+    original_build = training_loop.build_model
+    original_step = training_loop._gradient_step
+
+    def counted_step(model, *args, **kwargs):
+        passes["n"] += 1
+        passes["dtypes"].append(next(model.parameters()).dtype)
+        return original_step(model, *args, **kwargs)
 
     def poison(module, args, output):
-        calls["n"] += 1
-        return output * math.nan if calls["n"] == 8 else output
-
-    original_build = training_loop.build_model
+        if not (module.training and passes["n"] in poisoned):
+            return output
+        if where == "loss":
+            return output * math.nan
+        output.register_hook(lambda grad: grad * math.nan)
+        return output
 
     def build(*args, **kwargs):
         model = original_build(*args, **kwargs)
         model.register_forward_hook(poison)
         return model
 
-    training_loop.build_model = build
-    try:
-        with pytest.raises(TrainingDiverged, match=r"step 8: loss nan.*last good checkpoint \(step 6\)"):
-            train(config, tmp_path, progress=False)
-    finally:
-        training_loop.build_model = original_build
+    monkeypatch.setattr(training_loop, "build_model", build)
+    monkeypatch.setattr(training_loop, "_gradient_step", counted_step)
+    return passes
+
+
+def test_a_nan_stops_training_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    passes = poison_passes(monkeypatch, {8}, where="loss")
+    with pytest.raises(TrainingDiverged, match=r"step 8: loss nan.*last good checkpoint \(step 6\)"):
+        train(tiny(steps=20, checkpoint_every=3, eval_every=100), tmp_path, progress=False)
+    assert passes["n"] == 8  # a loss that is not finite is not computed again
     state = state_of(tmp_path)
     assert state["step"] == 6
     assert all(torch.isfinite(tensor).all() for tensor in state["model"].values())
     assert max(record["step"] for record in read_metrics(tmp_path)) <= 7
+
+
+def test_a_step_whose_gradient_overflows_float32_is_computed_again_in_float64(tmp_path, monkeypatch):
+    config = tiny(steps=12, checkpoint_every=3, eval_every=100, log_every=4)
+    train(config, tmp_path / "clean", progress=False)
+    passes = poison_passes(monkeypatch, {8})
+    lines = []
+    train(config, tmp_path / "rescued", progress=False, echo=lines.append)
+    # Pass 8 (step 8, float32) was poisoned, pass 9 computed step 8 again in float64, then float32 went on.
+    assert passes["dtypes"] == [torch.float32] * 8 + [torch.float64] + [torch.float32] * 4
+    assert lines[0].startswith("step 8: gradient norm nan in float32; computed again in float64")
+    logged = [record for record in read_metrics(tmp_path / "rescued") if "loss" in record]
+    assert [record.get("float64_steps", 0) for record in logged] == [0, 1, 0]
+    rescued, clean = state_of(tmp_path / "rescued"), state_of(tmp_path / "clean")
+    assert rescued["run"]["float64_steps"] == 1 and rescued["step"] == 12
+    for name, weights in rescued["model"].items():
+        assert weights.dtype == torch.float32
+        # Step 8 was applied with the float64 gradient: the run follows the clean one up to that rounding.
+        torch.testing.assert_close(weights, clean["model"][name], rtol=1e-4, atol=1e-5)
+
+
+def test_a_gradient_that_is_not_finite_in_float64_either_stops_the_run(tmp_path, monkeypatch):
+    poison_passes(monkeypatch, {8, 9})
+    with pytest.raises(
+        TrainingDiverged, match=r"step 8: gradient norm nan, .*float64.*last good checkpoint \(step 6\)"
+    ):
+        train(tiny(steps=20, checkpoint_every=3, eval_every=100), tmp_path, progress=False)
+    assert state_of(tmp_path)["step"] == 6
+
+
+@pytest.mark.parametrize("settings", [{"dtype": "float64"}, {"float64_on_overflow": False}])
+def test_without_a_float64_recomputation_an_overflowing_gradient_stops_the_run(tmp_path, monkeypatch, settings):
+    passes = poison_passes(monkeypatch, {3})
+    with pytest.raises(TrainingDiverged, match=r"step 3: loss [0-9.]+, gradient norm nan; no checkpoint"):
+        train(tiny(steps=20, checkpoint_every=5, **settings), tmp_path, progress=False)
+    assert passes["n"] == 3
 
 
 def test_evaluation_is_reproducible_and_uses_the_requested_lengths(tmp_path, monkeypatch):

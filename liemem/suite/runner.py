@@ -94,18 +94,32 @@ def _last_error(log: Path) -> str:
     return (named or lines or ["(no output)"])[-1]
 
 
-def read_evaluations(path: Path) -> list[list]:
-    """[step, fine, coarse] of each evaluation in a run's metrics log (a line cut off by a kill is skipped)."""
-    found = []
+def _metrics_entries(path: Path) -> list[dict]:
+    """The records of a run's metrics log (a line cut off by a kill is skipped)."""
+    entries = []
     if path.exists():
         for line in path.read_text(errors="replace").splitlines():
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(entry, dict) and "eval" in entry:
-                found.append([entry["step"], round(entry["eval"]["fine"], 4), round(entry["eval"]["coarse"], 4)])
-    return found
+            if isinstance(entry, dict):
+                entries.append(entry)
+    return entries
+
+
+def read_evaluations(path: Path) -> list[list]:
+    """[step, fine, coarse] of each evaluation in a run's metrics log."""
+    return [
+        [entry["step"], round(entry["eval"]["fine"], 4), round(entry["eval"]["coarse"], 4)]
+        for entry in _metrics_entries(path)
+        if "eval" in entry
+    ]
+
+
+def count_float64_steps(path: Path) -> int:
+    """How many training steps of a run overflowed its dtype and were computed again in float64."""
+    return sum(int(entry.get("float64_steps", 0)) for entry in _metrics_entries(path))
 
 
 def source_commit() -> str:
@@ -189,6 +203,7 @@ def run_cell(
             else:
                 record["error"] = "scoring at 4x: " + _last_error(log)
         record["evals"] = read_evaluations(directory / "metrics.jsonl")
+        record["float64_steps"] = count_float64_steps(directory / "metrics.jsonl")
         record.update(wall_seconds=round(seconds, 1), peak_memory_mb=peak, commit=source_commit(), machine=machine())
         return record
 

@@ -136,6 +136,7 @@ class _Run:
         self.best: dict | None = None
         self.window = _empty_window()
         self.elapsed = 0.0
+        self.float64_steps = 0  # logged so far; the window holds those since the last log record
 
     def state(self) -> dict:
         return {
@@ -144,6 +145,7 @@ class _Run:
             "best": self.best,
             "window": self.window,
             "elapsed": self.elapsed,
+            "float64_steps": self.float64_steps,
         }
 
     def load(self, state: dict) -> None:
@@ -151,11 +153,35 @@ class _Run:
         # Checkpoints from before training scores were logged hold only the loss sum and count.
         window = list(state["window"])
         self.window, self.elapsed = window + _empty_window()[len(window) :], state["elapsed"]
+        self.float64_steps = state.get("float64_steps", 0)
 
 
 def _empty_window() -> list:
-    """Sums since the last log record: loss, steps, right symbols, symbols, right examples, examples."""
-    return [0.0, 0, 0, 0, 0, 0]
+    """Sums since the last log record: loss, steps, right symbols, symbols, right examples, examples, and steps
+    computed again in float64."""
+    return [0.0, 0, 0, 0, 0, 0, 0]
+
+
+FLOAT64_STEPS = 6  # the window's entry counting the steps computed again in float64
+
+
+def _gradient_step(model, optimizer, buckets, clip_norm: float):
+    """The batch's loss and clipped gradients, left in the parameters' `.grad`; the loss and the gradient norm
+    before clipping as Python floats."""
+    batch = batch_loss(model, buckets)
+    optimizer.zero_grad(set_to_none=True)
+    batch.loss.backward()
+    grad_norm = clip_gradients(model.parameters(), clip_norm)
+    # float32, not float64, which some devices (Apple's MPS) lack; one copy to the host.
+    loss_value, norm_value = torch.stack((batch.loss.detach().float(), grad_norm.float())).cpu().tolist()
+    return batch, loss_value, norm_value
+
+
+def _can_recompute_in_float64(model, device: torch.device) -> bool:
+    """Whether a step that overflowed can be computed again in float64: the model is in a narrower dtype, and the
+    device has float64 (Apple's MPS has not)."""
+    narrower = any(parameter.dtype != torch.float64 for parameter in model.parameters())
+    return narrower and device.type != "mps"
 
 
 def _print(line: str) -> None:
@@ -267,18 +293,38 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
                     cache[index] = buckets
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step)
-            batch = batch_loss(model, buckets)
-            optimizer.zero_grad(set_to_none=True)
-            batch.loss.backward()
-            grad_norm = clip_gradients(model.parameters(), config.clip_norm)
-            # float32 and int64, not float64, which some devices (Apple's MPS) lack; one copy to the host.
-            floats = torch.stack((batch.loss.detach().float(), grad_norm.float())).cpu()
-            counts = torch.stack((batch.right_symbols, batch.right_examples)).cpu()
-            (loss_value, norm_value), (right_symbols, right_examples) = floats.tolist(), counts.tolist()
-            if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            batch, loss_value, norm_value = _gradient_step(model, optimizer, buckets, config.clip_norm)
+            finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+            # Only the backward pass: a loss that is not finite means the weights themselves have left the range.
+            overflowed = math.isfinite(loss_value) and not finite
+            if overflowed and config.float64_on_overflow and _can_recompute_in_float64(model, device):
+                first = run.window[FLOAT64_STEPS] == 0 and not run.float64_steps
+                overflow = f"gradient norm {norm_value}"
+                model.double()  # in place: the optimizer keeps the same parameters
+                try:
+                    batch, loss_value, norm_value = _gradient_step(model, optimizer, buckets, config.clip_norm)
+                finally:
+                    model.to(config.torch_dtype)  # exact: the weights were float32 values; the gradients too
+                finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+                if not finite:
+                    raise TrainingDiverged(
+                        f"training stopped at step {step}: {overflow}, and loss {loss_value}, gradient norm "
+                        f"{norm_value} when computed again in float64; {kept()}"
+                    )
+                run.window[FLOAT64_STEPS] += 1
+                if first:
+                    bar.clear()
+                    echo(
+                        f"step {step}: {overflow} in {config.dtype}; computed again in float64 (gradient norm "
+                        f"{norm_value:.3g}). Such steps are counted in metrics.jsonl as float64_steps."
+                    )
+                    bar.refresh()
+            elif not finite:
                 raise TrainingDiverged(
                     f"training stopped at step {step}: loss {loss_value}, gradient norm {norm_value}; {kept()}"
                 )
+            counts = torch.stack((batch.right_symbols, batch.right_examples)).cpu()
+            right_symbols, right_examples = counts.tolist()
             optimizer.step()
             run.step = step
             for index, value in enumerate(
@@ -289,7 +335,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
 
             if step % config.log_every == 0 or step == config.steps:
                 now = time.perf_counter()
-                loss_sum, steps, right_symbols, symbols, right_examples, examples = run.window
+                loss_sum, steps, right_symbols, symbols, right_examples, examples, float64_steps = run.window
                 record = {
                     "step": step,
                     "loss": loss_sum / steps,
@@ -297,6 +343,9 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
                     "grad_norm": norm_value,
                     "samples_per_second": window_samples / max(now - step_time, 1e-9),
                 }
+                if float64_steps:
+                    record["float64_steps"] = float64_steps
+                    run.float64_steps += float64_steps
                 if examples:  # greedy scores on the training batches, before each batch's update
                     fine, coarse = right_symbols / symbols, right_examples / examples
                     record["train"] = {"fine": fine, "coarse": coarse, "samples": int(examples)}
