@@ -215,6 +215,10 @@ def test_the_report_sets_the_best_seed_beside_the_papers_cell(tmp_path):
     assert "Cells run: 4 of 112 (5 runs); more than 5 coarse points below the paper: 2." in text
     x4_rows = [line for line in text.split("## At 4x")[1].splitlines() if line.startswith("| 1 copy")]
     assert x4_rows[0].split(" | ")[7] == "87/25"  # the x4 scores of the best seed, not of seed 1
+    seed_section = text.split("## Seed by seed")[1].split("## One run")[0]
+    seed_rows = [line for line in seed_section.splitlines() if line.startswith("| ")]
+    # Only copy on LANTM (small) has two seeds; a seed a cell lacks would show as "·".
+    assert seed_rows == ["| cell | paper | seed 1 | seed 2 |", "| LANTM S copy | * | 50/20 | * |"]
     assert "## One run with liemem's defaults" in text
     defaults_row = next(line for line in text.split("## One run")[1].splitlines() if line.startswith("| 1 copy"))
     assert defaults_row.split(" | ")[1] == "99/95 (*) |"  # the only column: SLANTM S
