@@ -177,6 +177,16 @@ def _gradient_step(model, optimizer, buckets, clip_norm: float):
     return batch, loss_value, norm_value
 
 
+def _gradient_step_in_float64(model, optimizer, buckets, config: TrainConfig):
+    """`_gradient_step` with the model converted to float64 in place (the optimizer keeps the same parameters),
+    then back to the run's dtype with its clipped gradients: exact, as the weights were values of that dtype."""
+    model.double()
+    try:
+        return _gradient_step(model, optimizer, buckets, config.clip_norm)
+    finally:
+        model.to(config.torch_dtype)
+
+
 def _can_recompute_in_float64(model, device: torch.device) -> bool:
     """Whether a step that overflowed can be computed again in float64: the model is in a narrower dtype, and the
     device has float64 (Apple's MPS has not)."""
@@ -300,11 +310,7 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
             if overflowed and config.float64_on_overflow and _can_recompute_in_float64(model, device):
                 first = run.window[FLOAT64_STEPS] == 0 and not run.float64_steps
                 overflow = f"gradient norm {norm_value}"
-                model.double()  # in place: the optimizer keeps the same parameters
-                try:
-                    batch, loss_value, norm_value = _gradient_step(model, optimizer, buckets, config.clip_norm)
-                finally:
-                    model.to(config.torch_dtype)  # exact: the weights were float32 values; the gradients too
+                batch, loss_value, norm_value = _gradient_step_in_float64(model, optimizer, buckets, config)
                 finite = math.isfinite(loss_value) and math.isfinite(norm_value)
                 if not finite:
                     raise TrainingDiverged(
