@@ -136,7 +136,9 @@ def test_the_ram_starts_from_a_uniform_squashed_state():
     for state in (model.initial_read, model.initial_key, model.initial_value, model.initial_neighbours):
         assert state.abs().max() <= 1 and state.abs().min() > 0
     trace = model.access_trace(torch.tensor([[6, 1, 7]]), 2)
-    assert trace.read_weights.shape[-1] == 3  # the initial slot, then `^` and 1
+    assert trace.read_weights.shape[-1] == 4  # two initial slots (ram.lua with the tape), then `^` and 1
+    assert trace.write_weights[0, :2, 0].tolist() == [[0, 0, 1, 0], [0, 0, 0, 1]]
+    assert torch.tanh(model.initial_value[0]).ne(torch.tanh(model.initial_value[1])).all()
 
 
 @pytest.mark.parametrize("scheme", ["default", "uniform"])

@@ -238,16 +238,18 @@ def test_ram_traces_the_weights_its_reads_used(name, monkeypatch):
 
     monkeypatch.setattr(liemem.memory, "read", spy)
     access = model.access_trace(inputs, 3)
-    # 4 tokens: 3 input steps (the last token begins the answer phase), 3 + 3 = 6 reads, 1 + 3 = 4 slots.
-    assert len(used) == 6 and access.read_weights.shape == (3, 6, 1, 4) and access.input_length == 3
+    # 4 tokens: 3 input steps (the last token begins the answer phase), 3 + 3 = 6 reads; the initial slots (one,
+    # two with the tape, as the authors' RAM/tape), then 3 written ones.
+    initial = 2 if name == "ram-tape" else 1
+    assert len(used) == 6 and access.read_weights.shape == (3, 6, 1, initial + 3) and access.input_length == 3
     for step, weights in enumerate(used):
         slots = weights.shape[-1]
-        assert slots == 1 + min(step, 3)  # the initial slot, then one per input step read before
+        assert slots == initial + min(step, 3)  # the initial slots, then one per input step read before
         torch.testing.assert_close(access.read_weights[:, step, :, :slots], weights)
         assert (access.read_weights[:, step, :, slots:] == 0).all()
-    expected = np.zeros((6, 4))
-    expected[np.arange(3), np.arange(1, 4)] = 1.0  # input step t appends slot t + 1; answer steps write nothing
-    np.testing.assert_array_equal(access.write_weights[:, :, 0].numpy(), np.broadcast_to(expected, (3, 6, 4)))
+    expected = np.zeros((6, initial + 3))
+    expected[np.arange(3), np.arange(initial, initial + 3)] = 1.0  # input step t appends slot t + initial
+    np.testing.assert_array_equal(access.write_weights[:, :, 0].numpy(), np.broadcast_to(expected, (3, 6, initial + 3)))
     torch.testing.assert_close(access.logits, model(inputs, 3))
 
 

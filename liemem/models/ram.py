@@ -6,7 +6,8 @@ and right of where it last read, k_L = sum_i w_{i+1} k_i and k_R = sum_i w_{i-1}
 softmax-weighted mix of those and its random-access key. It may sharpen its weights as the authors' code does
 (`ram.lua`, `_get_read_weights`): w_i proportional to s_i exp(gamma <q, k_i>), gamma = 1 + softplus(.), which
 sharpens the content scores but not the strengths. As there, the read enters the logits ungated:
-W_p h + W_r r.
+W_p h + W_r r, and RAM/tape starts from two learned slots, so that the neighbour keys it is offered at its first
+steps are learned too (`options.get_opt` raises `init_mem_length` to 2 with the tape).
 """
 
 from __future__ import annotations
@@ -72,9 +73,13 @@ class RandomAccessMachine(SequenceModel):
         self.step_projection = nn.Linear(hidden, self._strength + 1)
         self.readout = Readout(hidden, width, vocab_size, gated=False)
         self.initial_read = nn.Parameter(torch.zeros(width))
-        self.initial_key = nn.Parameter(torch.zeros(key_dim))
-        self.initial_value = nn.Parameter(torch.zeros(width))
-        self.initial_strength = nn.Parameter(torch.zeros(()))
+        # With one slot the tape would have no neighbours to offer: its first step's left and right keys would be
+        # empty sums, and the learned keys it reads at that step would never receive a gradient.
+        self.initial_slots = 2 if config.tape else 1
+        slots = (self.initial_slots,) if config.tape else ()
+        self.initial_key = nn.Parameter(torch.zeros(*slots, key_dim))
+        self.initial_value = nn.Parameter(torch.zeros(*slots, width))
+        self.initial_strength = nn.Parameter(torch.zeros(slots))
         self.initial_neighbours = nn.Parameter(torch.zeros(2, key_dim)) if config.tape else None
         self.reset_parameters(config.init)
 
@@ -98,26 +103,30 @@ class RandomAccessMachine(SequenceModel):
         return self._run(stream, input_length)
 
     def access_trace(self, inputs: torch.Tensor, answer_length: int) -> AccessTrace:
-        """Read weights per step over the memory's slots (slot 0 is the initial one; input step t writes slot
-        t + 1)."""
+        """Read weights per step over the memory's slots: the initial slots first (one, two for RAM/tape), then
+        the slot written at each input step."""
         answer_length = self.check_inputs(inputs, answer_length)
         weights, steps = [], self.input_steps(inputs)
         logits = self._run(self.stream(inputs, answer_length), steps, weights)
-        reads = pad_slots(weights, steps + 1)
-        return AccessTrace(logits, reads, appended_slots(reads, steps, answer_length), steps)
+        reads = pad_slots(weights, steps + self.initial_slots)
+        writes = appended_slots(reads, steps, answer_length, self.initial_slots)
+        return AccessTrace(logits, reads, writes, steps)
 
     def _run(self, stream, input_length, record: list | None = None):
         batch, config = stream.shape[1], self.config
         # unbind, not projected[t]: each slice's backward would fill a zero tensor the size of the whole stream
         projected = self.controller.project_inputs(self.embedding(stream)).unbind(0)
         state = self.controller.initial_state(batch)
-        mem = memory.empty(batch, input_length + 1, config.key_dim, config.memory_width, projected[0])
-        mem = memory.append(
-            mem,
-            self.initial_key.expand(batch, -1),
-            torch.tanh(self.initial_value).expand(batch, -1),
-            torch.sigmoid(self.initial_strength - INITIAL_STRENGTH_OFFSET).expand(batch),
+        slots = self.initial_slots
+        mem = memory.empty(batch, input_length + slots, config.key_dim, config.memory_width, projected[0])
+        initial = zip(
+            self.initial_key.reshape(slots, -1),
+            torch.tanh(self.initial_value).reshape(slots, -1),
+            torch.sigmoid(self.initial_strength - INITIAL_STRENGTH_OFFSET).reshape(slots),
+            strict=True,
         )
+        for key, value, strength in initial:
+            mem = memory.append(mem, key.expand(batch, -1), value.expand(batch, -1), strength.expand(batch))
         read = torch.tanh(self.initial_read).expand(batch, -1)
         neighbours = None if self.initial_neighbours is None else self.initial_neighbours.expand(batch, -1, -1)
         key_dim = config.key_dim

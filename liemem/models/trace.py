@@ -35,10 +35,13 @@ def pad_slots(weights: list[torch.Tensor], slots: int) -> torch.Tensor:
     return torch.stack(padded, dim=1)
 
 
-def appended_slots(reference: torch.Tensor, input_length: int, answer_length: int) -> torch.Tensor:
-    """Write weights of a memory that appends one slot per input step after an initial slot 0: input step t
-    writes slot t + 1, answer steps write nothing. Shape `[B, steps, 1, 1 + input_length]`."""
-    batch = reference.shape[0]
-    eye = torch.eye(input_length + 1, dtype=reference.dtype, device=reference.device)
-    writes = torch.cat((eye[1:], eye.new_zeros(answer_length, input_length + 1)))
+def appended_slots(
+    reference: torch.Tensor, input_length: int, answer_length: int, initial_slots: int = 1
+) -> torch.Tensor:
+    """Write weights of a memory that appends one slot per input step after `initial_slots` learned ones: input
+    step t writes slot t + initial_slots, answer steps write nothing. Shape
+    `[B, steps, 1, initial_slots + input_length]`."""
+    batch, slots = reference.shape[0], initial_slots + input_length
+    eye = torch.eye(slots, dtype=reference.dtype, device=reference.device)
+    writes = torch.cat((eye[initial_slots:], eye.new_zeros(answer_length, slots)))
     return writes.expand(batch, -1, -1).unsqueeze(2)
