@@ -56,6 +56,24 @@ def gate_rows(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([tensor.chunk(4)[i] for i in GATE_ORDER])
 
 
+def memory_model_parameters(model, out_weight: list, out_bias: list) -> dict[str, torch.Tensor]:
+    """The parameters every memory model of theirs has: embedding, the controller's LSTM layer (its input map
+    takes [embed(x_t); r_{t-1}]), the output layer from its rows, the read's map into the logits."""
+    controller, width = model.controller, model.config.memory_width
+    recurrent = controller.recurrent_weight[0]
+    return {
+        "embedding": model.embedding.weight,
+        "i2h.1.weight": gate_rows(torch.cat((controller.input_weight, recurrent[:, :width]), dim=1)),
+        "i2h.1.bias": gate_rows(controller.bias[0]),
+        "h2h.1.weight": gate_rows(recurrent[:, width:]),
+        "h2h.1.bias": gate_rows(controller.hidden_bias[0]),
+        "out.weight": torch.cat(out_weight),
+        "out.bias": torch.cat(out_bias),
+        "read2pred.weight": model.readout.read.weight,
+        "read2pred.bias": model.readout.read.bias,
+    }
+
+
 def authors_parameters(model, opt: authors.Options) -> dict[str, torch.Tensor]:
     """Their parameters as differentiable functions of `model`'s; rows their graph multiplies by 0 (the action
     gates, the previous actions) get fixed values, which must then receive no gradient."""
@@ -122,17 +140,8 @@ def authors_parameters(model, opt: authors.Options) -> dict[str, torch.Tensor]:
     layout = authors.initial_state_layout(opt)
     init_bias = torch.cat([initial[name] if name in initial else unused(size) for name, size in layout])
 
-    recurrent = controller.recurrent_weight[0]
     return {
-        "embedding": model.embedding.weight,
-        "i2h.1.weight": gate_rows(torch.cat((controller.input_weight, recurrent[:, :width]), dim=1)),
-        "i2h.1.bias": gate_rows(controller.bias[0]),
-        "h2h.1.weight": gate_rows(recurrent[:, width:]),
-        "h2h.1.bias": gate_rows(controller.hidden_bias[0]),
-        "out.weight": torch.cat(out_weight),
-        "out.bias": torch.cat(out_bias),
-        "read2pred.weight": model.readout.read.weight,
-        "read2pred.bias": model.readout.read.bias,
+        **memory_model_parameters(model, out_weight, out_bias),
         "init.bias": init_bias,
     }
 
@@ -146,6 +155,20 @@ def liemem_model(name: str, angle_bound: bool, init: str, seed: int):
 def liemem_loss(model, inputs, targets):
     logits = model(inputs, targets.shape[1])
     return logits, torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+
+
+def run_both(model, opt: authors.Options, their_parameters: dict, data, inputs, targets):
+    """(logits, loss, gradients) of liemem's model and of the transliteration on the same example, gradients in
+    liemem's parameter order, and the parameters' names."""
+    assert {k: tuple(v.shape) for k, v in their_parameters.items()} == authors.parameter_shapes(opt)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    parameters = [p for _, p in named]
+    expected_logits, expected_loss = authors.forward(their_parameters, opt, data, SEPARATOR, END)
+    expected_grads = torch.autograd.grad(expected_loss, parameters, allow_unused=True)
+    logits, loss = liemem_loss(model, inputs, targets)
+    grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+    assert logits.shape == expected_logits.shape == (inputs.shape[0], targets.shape[1], VOCAB)
+    return (logits, loss, grads), (expected_logits, expected_loss, expected_grads), [n for n, _ in named]
 
 
 PATHS = {
@@ -165,17 +188,7 @@ def both_sides(name, angle_bound, init, epsilons, path="plain"):
     data, inputs, targets = example(input_length=6, answer_length=5, batch=3, seed=7)
     their_model, weight_method, bound_act = MODELS[name, angle_bound]
     opt = authors.Options(their_model, weight_method, VOCAB, bound_act=bound_act, epsilons=epsilons)
-    their_parameters = authors_parameters(model, opt)
-    assert {k: tuple(v.shape) for k, v in their_parameters.items()} == authors.parameter_shapes(opt)
-
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    parameters = [p for _, p in named]
-    expected_logits, expected_loss = authors.forward(their_parameters, opt, data, SEPARATOR, END)
-    expected_grads = torch.autograd.grad(expected_loss, parameters, allow_unused=True)
-    logits, loss = liemem_loss(model, inputs, targets)
-    grads = torch.autograd.grad(loss, parameters, allow_unused=True)
-    assert logits.shape == expected_logits.shape == (3, 6, VOCAB)
-    return (logits, loss, grads), (expected_logits, expected_loss, expected_grads), [n for n, _ in named]
+    return run_both(model, opt, authors_parameters(model, opt), data, inputs, targets)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -250,17 +263,8 @@ def authors_ram_parameters(model, opt: authors.Options) -> dict[str, torch.Tenso
         initial[f"mem_strength.{slot + 1}"] = model.initial_strength.reshape(opt.init_mem_length, 1)[slot]
     if opt.tape:
         initial |= {"forward_keys": model.initial_neighbours[1], "backward_keys": model.initial_neighbours[0]}
-    recurrent = controller.recurrent_weight[0]
     return {
-        "embedding": model.embedding.weight,
-        "i2h.1.weight": gate_rows(torch.cat((controller.input_weight, recurrent[:, :width]), dim=1)),
-        "i2h.1.bias": gate_rows(controller.bias[0]),
-        "h2h.1.weight": gate_rows(recurrent[:, width:]),
-        "h2h.1.bias": gate_rows(controller.hidden_bias[0]),
-        "out.weight": torch.cat(out_weight),
-        "out.bias": torch.cat(out_bias),
-        "read2pred.weight": model.readout.read.weight,
-        "read2pred.bias": model.readout.read.bias,
+        **memory_model_parameters(model, out_weight, out_bias),
         "init.bias": torch.cat([initial[name] for name, _ in authors.initial_state_layout(opt)]),
     }
 
@@ -273,15 +277,7 @@ def ram_both_sides(tape, sharpening, key_dim, init, epsilons):
     opt = authors.Options(
         "ram", "SoftMax", VOCAB, key_dim=key_dim, tape=tape, wt_sharpening=sharpening, epsilons=epsilons
     )
-    their_parameters = authors_ram_parameters(model, opt)
-    assert {k: tuple(v.shape) for k, v in their_parameters.items()} == authors.parameter_shapes(opt)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    parameters = [p for _, p in named]
-    expected_logits, expected_loss = authors.forward(their_parameters, opt, data, SEPARATOR, END)
-    expected_grads = torch.autograd.grad(expected_loss, parameters, allow_unused=True)
-    logits, loss = liemem_loss(model, inputs, targets)
-    grads = torch.autograd.grad(loss, parameters, allow_unused=True)
-    return (logits, loss, grads), (expected_logits, expected_loss, expected_grads), [n for n, _ in named]
+    return run_both(model, opt, authors_ram_parameters(model, opt), data, inputs, targets)
 
 
 RAM_CASES = [(False, False, 20), (False, True, 20), (False, True, 2), (True, False, 20), (True, True, 2)]
@@ -329,16 +325,11 @@ def test_the_lstm_baseline_matches_the_authors_graph(layers, init):
                 params[f"{kind}.{layer + 1}.{part}"] = reorder(getattr(model.lstm, f"{part}_{torch_kind}_l{layer}"))
         initial += [model.initial_cell[layer], model.initial_hidden[layer]]
     params |= {"out.weight": model.output.weight, "out.bias": model.output.bias, "init.bias": torch.cat(initial)}
-    assert {k: tuple(v.shape) for k, v in params.items()} == authors.parameter_shapes(opt)
-
     data, inputs, targets = example(input_length=6, answer_length=5, batch=3, seed=9)
-    named = list(model.named_parameters())
-    expected_logits, expected_loss = authors.forward(params, opt, data, SEPARATOR, END)
-    expected_grads = torch.autograd.grad(expected_loss, [p for _, p in named])
-    logits, loss = liemem_loss(model, inputs, targets)
-    grads = torch.autograd.grad(loss, [p for _, p in named])
+    ours, theirs, names = run_both(model, opt, params, data, inputs, targets)
+    (logits, loss, grads), (expected_logits, expected_loss, expected_grads) = ours, theirs
     torch.testing.assert_close(logits, expected_logits, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(loss, expected_loss, rtol=1e-12, atol=0)
-    for (name, _), grad, expected in zip(named, grads, expected_grads, strict=True):
+    for name, grad, expected in zip(names, grads, expected_grads, strict=True):
         assert expected.abs().max() > 0, name
         torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}")
