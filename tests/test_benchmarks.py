@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,13 +36,19 @@ def test_throughput_benchmark_refuses_an_unknown_model():
     assert result.returncode == 2 and "unknown models ['lantx']" in result.stderr
 
 
-def _paper_cells():
+def load_benchmark(name: str):
+    """A script of benchmarks/ (not a package) as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("paper_cells", ROOT / "benchmarks" / "paper_cells.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # a dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
+
+
+def _paper_cells():
+    return load_benchmark("paper_cells")
 
 
 def test_the_cell_runner_takes_the_paper_presets():
@@ -69,13 +76,7 @@ def test_the_cell_runner_scores_as_the_authors_code_does():
 
 
 def _seeds():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("seeds", ROOT / "benchmarks" / "seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("seeds")
 
 
 def test_the_seed_study_reads_its_settings():
@@ -180,3 +181,18 @@ def test_read_gradients_prints_every_time_step_of_the_next_training_step(tmp_pat
     # One slot: every query reads it with weight 1, so the read does not depend on the head's position.
     assert float(rows[0][4]) == 0 and all(float(row[4]) > 0 for row in rows[1:])
     assert lines[10].startswith("largest at time step ")
+
+
+def test_head_drift_measures_the_read_head_in_write_steps_on_a_hand_made_trace():
+    drift = load_benchmark("head_drift")
+    # Slots: initial, '^', then symbols 1..3 written 2 apart on the x axis.
+    keys = torch.tensor([[[9.0, 9.0], [-2.0, 0.0], [0.0, 0.0], [2.0, 0.0], [4.0, 0.0]]])
+    # 4 input steps, then the answers of reverse: at symbol 3 exactly, then 1 short, then 2 beyond symbol 1.
+    reads = torch.tensor([[[0.0, 0.0]] * 4 + [[4.0, 0.0], [1.0, 0.0], [-2.0, 0.0]]])
+    assert drift.target_slots("reverse", 3) == [4, 3, 2] and drift.target_slots("copy", 3) == [2, 3, 4]
+    result = drift.drift(keys, reads, 4, drift.target_slots("reverse", 3))
+    assert result.write_step == 2.0 and result.write_step_spread == 0.0
+    assert result.read_step == 3.0  # steps of 3 and 3
+    assert result.misses == [0.0, 0.5, 1.0]
+    with pytest.raises(SystemExit, match="is not one of copy, reverse"):
+        drift.target_slots("double", 3)
