@@ -76,6 +76,7 @@ class RandomAccessMachine(SequenceModel):
         # With one slot the tape would have no neighbours to offer: its first step's left and right keys would be
         # empty sums, and the learned keys it reads at that step would never receive a gradient.
         self.initial_slots = 2 if config.tape else 1
+        # Plain RAM keeps its one slot's parameters unbatched, so that its earlier checkpoints still load.
         slots = (self.initial_slots,) if config.tape else ()
         self.initial_key = nn.Parameter(torch.zeros(*slots, key_dim))
         self.initial_value = nn.Parameter(torch.zeros(*slots, width))
