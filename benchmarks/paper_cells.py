@@ -73,7 +73,13 @@ def parse_cell(text: str) -> tuple[str, str, str, dict]:
 def kept_settings(task: str, model: str, regime: str) -> tuple[dict, dict]:
     """The training fields and model options of the authors' kept run for a cell (`liemem.presets.paper`)."""
     config = presets.paper(task, model, regime)
-    train = {"lr": config.lr, "warmup_steps": config.warmup_steps, "decay_after": config.decay_after, "regime": regime}
+    train = {
+        "lr": config.lr,
+        "warmup_steps": config.warmup_steps,
+        "clip_norm": config.clip_norm,
+        "decay_after": config.decay_after,
+        "regime": regime,
+    }
     return train, dict(config.model_options)
 
 

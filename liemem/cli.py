@@ -105,10 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
     train_.add_argument("--steps", type=int)
     train_.add_argument("--batch-size", type=int)
     train_.add_argument("--train-lengths", help="size range A-B (default: the task's)")
-    train_.add_argument("--test-lengths", help="size range A-B for evaluation (default: the task's 2x range)")
+    train_.add_argument(
+        "--test-lengths", help="size range A-B for evaluation (default: twice the training lengths: 2-8 gives 9-16)"
+    )
     train_.add_argument("--regime", choices=("small", "large"))
     train_.add_argument("--lr", type=float)
     train_.add_argument("--warmup-steps", type=int, help="steps over which the rate grows to lr (default 300)")
+    train_.add_argument(
+        "--curriculum-steps",
+        type=int,
+        help="steps over which the longest training size grows from the shortest to the longest (default 0: none)",
+    )
+    train_.add_argument(
+        "--clip-norm",
+        type=float,
+        help="global gradient norm to clip at (default 0.25 for the inverse-square read, else 32)",
+    )
     train_.add_argument("--seed", type=int)
     train_.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
     train_.add_argument(
@@ -251,6 +263,8 @@ def run_train(args) -> None:
         "regime": args.regime,
         "lr": args.lr,
         "warmup_steps": args.warmup_steps,
+        "curriculum_steps": args.curriculum_steps,
+        "clip_norm": args.clip_norm,
         "seed": args.seed,
         "device": args.device,
         "dtype": args.dtype,

@@ -55,8 +55,9 @@ def test_the_cell_runner_takes_the_paper_presets():
     cells = _paper_cells()
     train, options = cells.kept_settings("repeat_copy", "slantm", "small")
     # The authors' run file: lr 0.01, decay after 600 iterations of 10 steps, uniform init, no angle bound.
-    assert train == {"lr": 0.01, "warmup_steps": 0, "decay_after": 6000, "regime": "small"}
-    assert options == {"init": "uniform", "group_options": {"angle_bound": False}}
+    assert train == {"lr": 0.01, "warmup_steps": 0, "clip_norm": 32.0, "decay_after": 6000, "regime": "small"}
+    # Their read head starts half way to random access (liemem's default starts it on its trail).
+    assert options == {"init": "uniform", "read_gate_bias": 0.0, "group_options": {"angle_bound": False}}
     train, options = cells.kept_settings("copy", "lstm", "small")
     assert train["decay_after"] == 7000
     assert options == {"init": "default", "layers": 2, "hidden_size": 256, "embedding_size": 128}

@@ -138,6 +138,9 @@ def test_a_config_file_sets_options_and_flags_override_it(tmp_path, capsys):
     assert saved["warmup_steps"] == 300  # the default
     status, _, _ = run_cli(capsys, "train", *TINY_TRAIN, "--warmup-steps", "0", "--out", str(tmp_path / "cold"))
     assert status == 0 and json.loads((tmp_path / "cold" / "config.json").read_text())["warmup_steps"] == 0
+    assert saved["clip_norm"] == 0.25  # SLANTM's inverse-square read
+    status, _, _ = run_cli(capsys, "train", *TINY_TRAIN, "--clip-norm", "4", "--out", str(tmp_path / "clip"))
+    assert status == 0 and json.loads((tmp_path / "clip" / "config.json").read_text())["clip_norm"] == 4.0
 
 
 def error_line(capsys, *argv) -> str:

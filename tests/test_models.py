@@ -165,13 +165,14 @@ def test_heads_sitting_exactly_on_keys_give_finite_gradients(fused, compiled):
 
 
 def test_initial_gates_and_memory_follow_the_authors_code():
-    model = build_model("lantm", VOCAB)
+    model = build_model("lantm", VOCAB, read_gate_bias=0.0)  # the authors' read gate; the default is -4
     heads = model.heads
     bias = model.step_projection.bias.detach()[: 2 * heads.raw_size].view(2, heads.raw_size)
     # The layer's own bias (+-1/sqrt(50)) plus the authors' offsets: 0 for the read gate (half random access),
     # -10 for the write gate (it follows its own trail).
     bound = 1 / 50**0.5
     assert abs(bias[0, heads.gate_index]) <= bound
+    assert abs(build_model("lantm", VOCAB).step_projection.bias[heads.gate_index] + 4) <= bound
     assert abs(bias[1, heads.gate_index] + 10) <= bound
     assert bias.abs().max() > 0 and (bias[:, : heads.gate_index].abs() <= bound).all()
     # With the write gate shut, each write head position is the previous one moved by the bounded action.
@@ -199,6 +200,23 @@ def test_the_softmax_temperature_starts_where_it_is_asked_to():
         build_model("lantm-s", VOCAB, initial_temperature=0.0)
     with pytest.raises(ConfigError, match="initial_temperature needs weighting='softmax'"):
         build_model("lantm", VOCAB, initial_temperature=0.1)  # no temperature to start
+
+
+@pytest.mark.parametrize("name", ["lantm", "slantm-s"])
+def test_the_read_gate_bias_offsets_only_the_read_heads_gate(name):
+    torch.manual_seed(4)
+    plain = build_model(name, VOCAB, read_gate_bias=0.0)
+    torch.manual_seed(4)
+    shifted = build_model(name, VOCAB, read_gate_bias=-3.0)
+    difference = shifted.step_projection.bias.detach() - plain.step_projection.bias.detach()
+    expected = torch.zeros_like(difference)
+    expected[plain.heads.gate_index] = -3.0  # head 0 is the read head; its gate follows the key and the action
+    torch.testing.assert_close(difference, expected, rtol=0, atol=1e-6)
+    # The write head's gate keeps its -10 offset either way: sigmoid(-10 + b) < 1e-4 for |b| <= 1/sqrt(50).
+    write_gate = plain.heads.raw_size + plain.heads.gate_index
+    assert torch.sigmoid(shifted.step_projection.bias[write_gate]) < 1e-4
+    with pytest.raises(ConfigError, match="read_gate_bias must be a finite number"):
+        build_model(name, VOCAB, read_gate_bias=float("nan"))
 
 
 def test_trace_agrees_with_forward():

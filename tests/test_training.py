@@ -83,11 +83,18 @@ def test_warm_up_grows_the_rate_linearly_then_hands_over_to_the_decay():
     assert learning_rate(TrainConfig(lr=0.01, warmup_steps=0).resolved(), 1) == 0.01
 
 
-def test_defaults_are_the_papers_with_a_warm_up():
+def test_defaults_are_the_papers_with_a_warm_up_and_tighter_clipping_for_the_inverse_square_read():
     config = TrainConfig().resolved()
     assert (config.task, config.model, config.steps, config.batch_size) == ("copy", "lantm", 10_000, 32)
     assert (config.train_lengths, config.test_lengths) == ((2, 64), (65, 128))
-    assert (config.rmsprop_alpha, config.rmsprop_eps, config.clip_norm) == (0.99, 1e-8, 32.0)
+    assert (config.rmsprop_alpha, config.rmsprop_eps) == (0.99, 1e-8)
+    # 0.25 where the read is inverse-square (see INVERSE_SQUARE_CLIP_NORM), the paper's 32 elsewhere.
+    assert [TrainConfig(model=name).resolved().clip_norm for name in ("lantm", "slantm", "se2")] == [0.25] * 3
+    for name in ("lantm-s", "slantm-s", "lstm", "ram", "ram-tape", "ntm"):
+        assert TrainConfig(model=name).resolved().clip_norm == 32.0, name
+    softmax_lantm = TrainConfig(model="lantm", model_options={"weighting": "softmax"})
+    assert softmax_lantm.resolved().clip_norm == 32.0
+    assert TrainConfig(clip_norm=5).resolved().clip_norm == 5.0
     assert (config.regime, config.small_regime_batches, config.eval_samples) == ("small", 500, 3200)
     assert config.lr == 0.02
     assert config.warmup_steps == 300  # see DEFAULT_WARMUP_STEPS
@@ -95,6 +102,17 @@ def test_defaults_are_the_papers_with_a_warm_up():
     assert (config.data_seed, config.best_after) == (None, 0)
     assert TrainConfig(model="lstm").resolved().lr == 0.002
     assert TrainConfig(model="ntm").resolved().lr == TrainConfig(model="ram").resolved().lr == 0.02
+
+
+def test_test_lengths_default_to_twice_the_training_lengths():
+    assert TrainConfig(train_lengths=(2, 8)).resolved().test_lengths == (9, 16)
+    assert TrainConfig(task="repeat_copy", train_lengths=(1, 3)).resolved().test_lengths == (4, 6)
+    assert TrainConfig(train_lengths=(2, 8), test_lengths=(20, 30)).resolved().test_lengths == (20, 30)
+    # The rule reproduces every task's own test range from its training range (the paper's 2x lengths).
+    for name in tasks.names():
+        task = tasks.get(name)
+        assert TrainConfig(task=name).resolved().test_lengths == tuple(task.test_sizes), name
+        assert tuple(task.test_sizes) == (task.train_sizes[1] + 1, 2 * task.train_sizes[1]), name
 
 
 @pytest.mark.parametrize(
@@ -117,6 +135,7 @@ def test_defaults_are_the_papers_with_a_warm_up():
         ({"data_seed": -1}, "data_seed must be in [0, "),
         ({"data_seed": 1.5}, "data_seed must be"),
         ({"best_after": -1}, "best_after must be >= 0"),
+        ({"curriculum_steps": -5}, "curriculum_steps must be >= 0"),
     ],
 )
 def test_invalid_configurations_are_refused_by_name(overrides, message, tmp_path):
@@ -335,8 +354,9 @@ def assert_same_run(a, b):
     assert summary_a == summary_b
 
 
-def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    config = tiny(steps=14, log_every=3, checkpoint_every=4, eval_every=6)
+@pytest.mark.parametrize("curriculum_steps", [0, 12])
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, curriculum_steps):
+    config = tiny(steps=14, log_every=3, checkpoint_every=4, eval_every=6, curriculum_steps=curriculum_steps)
     train(config, tmp_path / "straight", progress=False)
 
     calls = {"n": 0}
@@ -362,6 +382,14 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     assert best[0]["step"] == best[1]["step"]
     for name, tensor in best[0]["model"].items():
         assert torch.equal(tensor, best[1]["model"][name]), name
+
+
+def test_clipping_scales_the_gradient_to_the_limit_and_reports_the_norm_before():
+    model = torch.nn.Linear(3, 1, bias=False)
+    model.weight.grad = torch.tensor([[30.0, 40.0, 0.0]])  # norm 50
+    norm = training_loop.clip_gradients(model.parameters(), 2.5)
+    assert float(norm) == pytest.approx(50.0)
+    torch.testing.assert_close(model.weight.grad, torch.tensor([[1.5, 2.0, 0.0]]), rtol=1e-6, atol=0)
 
 
 def test_a_checkpoint_from_before_the_warm_up_resumes_without_one(tmp_path):
@@ -511,8 +539,8 @@ def test_restore_refuses_a_checkpoint_that_does_not_fit_its_model(tmp_path):
         restore_model(tmp_path, "cpu")
 
 
-# The main job's seed first, then two others that learned in every run measured (README, "Training reliably").
-MAIN_JOB_SEEDS = (1, 3, 8)
+# The main job's seed first, then two others that learned in its seed study (README, "Training reliably").
+MAIN_JOB_SEEDS = (2, 3, 5)
 
 
 def test_lantm_learns_copy_and_generalises_to_twice_the_length(tmp_path):
@@ -520,11 +548,12 @@ def test_lantm_learns_copy_and_generalises_to_twice_the_length(tmp_path):
 
     A seed repeats its run on one machine, but another processor compiles the kernels for its own instruction set
     (`-march=native`) and rounds differently, and training amplifies the last digits: what a seed does on the
-    machine that runs this test is a draw, and the main job's configuration learns for about 3 seeds in 4. So the
+    machine that runs this test is a draw, and the main job's configuration learns for most seeds, not all. So the
     test asks that it learns by the third seed tried: a configuration that learned for none of three would fail.
     """
     config = dataclasses.replace(load_config(ROOT / "examples" / "configs" / "quickstart.toml"), device="cpu")
     assert (config.task, config.model, config.train_lengths, config.test_lengths) == ("copy", "lantm", (2, 8), (9, 16))
+    assert config.seed == MAIN_JOB_SEEDS[0]
     summaries = []
     for seed in MAIN_JOB_SEEDS:
         out = tmp_path / f"seed{seed}"
@@ -536,6 +565,24 @@ def test_lantm_learns_copy_and_generalises_to_twice_the_length(tmp_path):
     model, task, _, _ = restore_model(out, "cpu", best=True)
     scores = evaluate(model, task, (9, 16), count=3200, seed=77)
     assert scores.coarse >= 0.9, scores
+
+
+def test_three_seeds_of_the_defaults_learn_short_copy(tmp_path):
+    """`liemem train`'s defaults on copy at 2-8 symbols for 2,000 steps, the seed study's setting (README,
+    "Training reliably"), learn with each of seeds 1, 2 and 3: most of the sequences of 9-16 symbols come back
+    whole at some evaluation, where a model that has not learned gets none.
+
+    The study's bar is 90%; on the machine that measured it these seeds reached 61%, 98% and 100%. As the main
+    job's test explains, another processor rounds differently and a seed's run is a draw there, so this test asks
+    for the margin every seed of the study cleared (61% or more over seeds 1-10): 50%.
+    """
+    for seed in (1, 2, 3):
+        config = TrainConfig(
+            train_lengths=(2, 8), steps=2000, eval_every=250, eval_samples=1600, seed=seed, device="cpu"
+        ).resolved()
+        assert (config.task, config.model, config.test_lengths, config.clip_norm) == ("copy", "lantm", (9, 16), 0.25)
+        summary = train(config, tmp_path / f"seed{seed}", progress=False)
+        assert summary.best.coarse >= 0.5, (seed, summary)
 
 
 def test_metrics_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import torch
 
 from ..tasks import Examples, Task
 
-TRAIN_STREAM, TEST_STREAM = 0, 1
+TRAIN_STREAM, TEST_STREAM, CURRICULUM_STREAM = 0, 1, 2
 
 
 class Bucket(NamedTuple):
@@ -31,14 +31,28 @@ def generator(seed: int, stream: int, index: int = 0) -> np.random.Generator:
 
 
 def train_examples(
-    task: Task, sizes: tuple[int, int], batch_index: int, batch_size: int, seed: int, one_length: bool = True
+    task: Task,
+    sizes: tuple[int, int],
+    batch_index: int,
+    batch_size: int,
+    seed: int,
+    one_length: bool = True,
+    stream: int = TRAIN_STREAM,
 ) -> list[Examples]:
-    """Training batch `batch_index`: one size drawn for the whole batch (the paper's way), or one per example."""
-    rng = generator(seed, TRAIN_STREAM, batch_index)
+    """Training batch `batch_index`: one size drawn for the whole batch (the paper's way), or one per example.
+    The curriculum's batches come from a `stream` of their own, so the training data after it is unchanged."""
+    rng = generator(seed, stream, batch_index)
     if one_length:
         size = int(rng.integers(sizes[0], sizes[1] + 1))
         return [task.generate(size, batch_size, rng)]
     return task.sample(sizes, batch_size, rng)
+
+
+def curriculum_sizes(sizes: tuple[int, int], step: int, curriculum_steps: int) -> tuple[int, int]:
+    """The training sizes at optimizer step `step` (1-based) of a curriculum over `curriculum_steps` steps: the
+    longest size grows linearly from the shortest, at step 1, to the longest, at the curriculum's end."""
+    shortest, longest = sizes
+    return (shortest, shortest + (longest - shortest) * step // curriculum_steps)
 
 
 def test_examples(

@@ -19,7 +19,7 @@ from ..factory import build_model
 from . import checkpoint
 from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError
 from .config import TrainConfig, config_from_dict
-from .data import batch_loss, test_examples, to_buckets, train_examples
+from .data import CURRICULUM_STREAM, batch_loss, curriculum_sizes, test_examples, to_buckets, train_examples
 from .evaluate import Scores, score
 from .metrics import MetricsLog
 
@@ -293,8 +293,14 @@ def train(config: TrainConfig, out: str | Path, progress: bool | None = None, ec
             small = config.regime == "small"
             index = (step - 1) % config.small_regime_batches if small else step - 1
             buckets = cache.get(index)
-            if buckets is None:
-                data_seed = config.seed if config.data_seed is None else config.data_seed
+            data_seed = config.seed if config.data_seed is None else config.data_seed
+            if step <= config.curriculum_steps:  # short examples first, from a stream of their own
+                sizes = curriculum_sizes(config.train_lengths, step, config.curriculum_steps)
+                examples = train_examples(
+                    task, sizes, step - 1, config.batch_size, data_seed, config.one_length_per_batch, CURRICULUM_STREAM
+                )
+                buckets = to_buckets(task, examples, device)
+            elif buckets is None:
                 examples = train_examples(
                     task, config.train_lengths, index, config.batch_size, data_seed, config.one_length_per_batch
                 )
