@@ -57,3 +57,15 @@ def require_compiled_kernels():
     kernels = native.lantm_loop()
     assert kernels is not None, "a C++ compiler and ninja are installed, but the LANTM kernels did not build"
     return kernels
+
+
+def require_torch_compile() -> None:
+    """Skip unless `torch.compile` can build here, as `require_compiled_kernels` skips for the kernels: liemem
+    compiles only where its switch is on, and the CPU backend of `torch.compile` generates C++, which needs a
+    compiler."""
+    from liemem import native
+
+    if not native.enabled():
+        pytest.skip(f"compiling is turned off ({native.SWITCH}=0)")
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler: torch.compile cannot build for the CPU here")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import groups
 import liemem
-from helpers import require_compiled_kernels
+from helpers import require_compiled_kernels, require_torch_compile
 from liemem import compiling, native
 from liemem.models import lantm_compiled
 from liemem.training import TrainConfig, train
@@ -45,21 +45,29 @@ def perturbed(name, **options):
     return model
 
 
-@pytest.mark.parametrize("name", ["lantm", "slantm-s", "torus"])
+# Both weightings of the paper's models, then every registered group (the test session loads the example's SO(2)).
+FLOAT32_MODELS = ["lantm", "lantm-s", "slantm", "slantm-s", *groups.names()]
+
+
+@pytest.mark.parametrize("name", FLOAT32_MODELS)
 def test_float32_compiled_loop_matches_the_plain_loop(name):
-    """At training precision the compiled kernels agree with the autograd loop to float32 rounding."""
+    """At training precision the compiled kernels and the tensor-operation loop agree with the autograd loop to
+    float32 rounding."""
     require_compiled_kernels()
     model = perturbed(name)
     inputs, targets = batch(size=8, length=12)
     results = {}
-    for path, (fused, compiled) in {"plain": (False, False), "compiled": (True, True)}.items():
+    paths = {"plain": (False, False), "tensor operations": (True, False), "compiled": (True, True)}
+    for path, (fused, compiled) in paths.items():
         model.fused_loop, model.compiled_loop = fused, compiled
         results[path] = loss_and_grads(model, inputs, targets)
-    (plain_loss, plain_grads), (fast_loss, fast_grads) = results["plain"], results["compiled"]
-    torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-5, atol=1e-6)
-    for key, grad in plain_grads.items():
-        scale = grad.abs().max().item()
-        torch.testing.assert_close(fast_grads[key], grad, rtol=1e-3, atol=1e-4 * max(scale, 1e-3), msg=key)
+    plain_loss, plain_grads = results.pop("plain")
+    for path, (fast_loss, fast_grads) in results.items():
+        torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-5, atol=1e-6, msg=path)
+        for key, grad in plain_grads.items():
+            scale = grad.abs().max().item()
+            tolerance = {"rtol": 1e-3, "atol": 1e-4 * max(scale, 1e-3)}
+            torch.testing.assert_close(fast_grads[key], grad, **tolerance, msg=f"{path}: {key}")
 
 
 def test_the_switch_turns_the_kernels_off(monkeypatch):
@@ -94,6 +102,7 @@ def test_kernels_apply_to_cpu_float32_and_float64_only():
 
 
 def test_a_failed_build_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.setenv(native.SWITCH, "1")  # what happens with the switch on, whatever the environment says
     from torch.utils import cpp_extension
 
     def broken(*args, **kwargs):
@@ -187,6 +196,7 @@ def test_operation_count_matches_a_hand_count():
 
 
 def test_compile_steps_compiles_rotations_not_translations(monkeypatch):
+    monkeypatch.setenv(native.SWITCH, "1")  # what happens with the switch on, whatever the environment says
     compiled = []
     monkeypatch.setattr(compiling, "CompiledOrEager", lambda function, what, **_: compiled.append(what) or function)
     assert liemem.build_model("slantm", VOCAB).compile_steps()  # the kernels move the heads: the Jacobians only
@@ -235,6 +245,7 @@ def test_move_jacobian_matches_autograd_one_move_at_a_time(name, options):
 def test_compiled_move_is_the_same_function_and_only_trains():
     """torch.compile of SO(3)'s move and of its Jacobians: the same loss and gradients as eager; inference
     passes stay eager."""
+    require_torch_compile()
     model = perturbed("slantm")
     model.native_moves = False  # the group's Python move, compiled
     inputs, targets = batch(size=8, length=8)
@@ -253,6 +264,8 @@ def test_compiled_move_is_the_same_function_and_only_trains():
 
 
 def test_a_move_that_fails_to_compile_runs_eagerly(monkeypatch):
+    monkeypatch.setenv(native.SWITCH, "1")  # what happens with the switch on, whatever the environment says
+
     def failing_compile(function, **kwargs):
         def run(*args):
             raise RuntimeError("inductor: no working C++ compiler")
@@ -415,6 +428,7 @@ def test_built_in_moves_equal_the_groups_python_moves(group_name, options, dtype
 def test_a_compiled_move_with_a_learnable_bound_gives_the_eager_gradients():
     """SLANTM with a learnable angle bound compiles its move but not its Jacobians: the bound's gradient comes
     from the autograd replay, and equals the eager one."""
+    require_torch_compile()
     model = perturbed("slantm", group_options={"angle_bound": True})
     inputs, targets = batch(size=4, length=6)
     eager = loss_and_grads(model, inputs, targets)

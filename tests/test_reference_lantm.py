@@ -97,7 +97,7 @@ def reordered(rows: torch.Tensor) -> torch.Tensor:
 
 def test_liemem_lantm_computes_what_the_independent_reference_computes():
     """liemem's LANTM, both its hand-differentiated and its plain loop, against the separately written reference,
-    with the reference's weights copied in: same logits and same gradients, in float64."""
+    with the reference's weights copied in: same logits and the same gradient for every parameter, in float64."""
     from liemem import build_model
 
     torch.manual_seed(0)
@@ -133,20 +133,43 @@ def test_liemem_lantm_computes_what_the_independent_reference_computes():
     inputs = torch.randint(0, vocab, (3, 6))
     expected = ref(inputs, 4)
     expected.sin().sum().backward()
+
+    def grad(parameter):
+        return parameter.grad
+
+    ref_input_grad = reordered(grad(ref.lstm.weight_ih))
+    # Every liemem parameter's gradient, laid out from the reference's as the weights were copied in above.
+    expected_grads = {
+        "embedding.weight": grad(ref.embedding.weight),
+        "controller.input_weight": ref_input_grad[:, :embed],
+        "controller.recurrent_weight.0": torch.cat((ref_input_grad[:, embed:], reordered(grad(ref.lstm.weight_hh))), 1),
+        "controller.bias.0": reordered(grad(ref.lstm.bias_ih)),
+        "controller.hidden_bias.0": reordered(grad(ref.lstm.bias_hh)),
+        "controller.initial_hidden": grad(ref.initial_hidden)[None],
+        "controller.initial_cell": grad(ref.initial_cell)[None],
+        "step_projection.weight": torch.cat([grad(layer.weight) for layer in step_layers]),
+        "step_projection.bias": torch.cat([grad(layer.bias) for layer in step_layers]),
+        "readout.hidden.weight": torch.cat((grad(ref.output_from_hidden.weight), grad(ref.output_coefficient.weight))),
+        "readout.hidden.bias": torch.cat((grad(ref.output_from_hidden.bias), grad(ref.output_coefficient.bias))),
+        "readout.read.weight": grad(ref.output_from_read.weight),
+        "readout.read.bias": grad(ref.output_from_read.bias),
+        "initial_positions": torch.stack((grad(ref.initial_read_head), grad(ref.initial_write_head))),
+        "initial_read": grad(ref.initial_read),
+        "initial_key": grad(ref.initial_key),
+        "initial_value": grad(ref.initial_value),
+        "initial_strength": grad(ref.initial_strength)[0],
+    }
+    assert {name for name, _ in model.named_parameters()} == set(expected_grads)
     for fused in (True, False):
         model.fused_loop = fused
         model.zero_grad()
         logits = model(inputs, 4)
         torch.testing.assert_close(logits, expected, rtol=1e-10, atol=1e-12)
         logits.sin().sum().backward()
-        torch.testing.assert_close(
-            model.step_projection.weight.grad,
-            torch.cat([layer.weight.grad for layer in step_layers]),
-            rtol=1e-8,
-            atol=1e-12,
-        )
-        torch.testing.assert_close(
-            model.initial_positions.grad, torch.stack((ref.initial_read_head.grad, ref.initial_write_head.grad))
-        )
-        torch.testing.assert_close(model.initial_strength.grad, ref.initial_strength.grad[0], rtol=1e-8, atol=1e-12)
-        torch.testing.assert_close(model.embedding.weight.grad, ref.embedding.weight.grad, rtol=1e-8, atol=1e-12)
+        for name, parameter in model.named_parameters():
+            want = expected_grads[name]
+            scale = want.abs().max().item()
+            assert scale > 0, name  # every parameter takes part, so each comparison can fail
+            torch.testing.assert_close(
+                parameter.grad, want.view_as(parameter), rtol=1e-8, atol=1e-12 * max(scale, 1.0), msg=name
+            )
