@@ -18,6 +18,7 @@ line and exit with status 2; a run that diverges exits with status 3.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -241,14 +242,26 @@ def _add_compile_option(parser) -> None:
     )
 
 
-def _apply_compile_option(args) -> None:
-    if getattr(args, "no_compile", False):
-        os.environ[native.SWITCH] = "0"  # read by liemem.native and liemem.compiling, here and in any child
+@contextlib.contextmanager
+def _compile_option(args):
+    """With `--no-compile`, the switch that liemem.native and liemem.compiling read is off while the command runs
+    (and in any child it starts), and back as it was afterwards: a caller of `main` keeps its own setting."""
+    if not getattr(args, "no_compile", False):
+        yield
+        return
+    before = os.environ.get(native.SWITCH)
+    os.environ[native.SWITCH] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[native.SWITCH]
+        else:
+            os.environ[native.SWITCH] = before
 
 
 def run_train(args) -> None:
     """`liemem train`: the config file's settings, overridden by the flags given; prints the summary last."""
-    _apply_compile_option(args)
     if args.preset and args.config:
         raise ConfigError("liemem train: give --preset or --config, not both")
     if args.preset:
@@ -287,7 +300,6 @@ def _echo(line: str) -> None:
 
 def run_eval(args) -> None:
     """`liemem eval`: score a run's weights; the last line is a JSON object with "fine" and "coarse"."""
-    _apply_compile_option(args)
     model, task, config, step = restore_model(args.run, args.device, best=args.best)
     sizes = parse_lengths(args.lengths, "--lengths") if args.lengths else config.test_lengths
     count = config.eval_samples if args.n is None else _count("eval", args.n)
@@ -349,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         import_extensions(args.imports)
-        COMMANDS[args.command](args)
+        with _compile_option(args):
+            COMMANDS[args.command](args)
     except UsageError as error:
         print(f"{error}", file=sys.stderr)
         return 2
