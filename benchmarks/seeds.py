@@ -7,8 +7,8 @@ A run succeeds when its coarse score (whole examples right) at the test lengths 
 evaluation; the step of the first such evaluation is reported beside each seed's best score. The configuration is
 the defaults of `liemem train`, then `--config` (a TOML file), then each `--set field=value` (`model_options.init=
 uniform` reaches into an option table). `--sweep field=v1,v2,...` trains every value over every seed and prints
-one success rate per value: the study behind a setting. Unless set, the test lengths are the 2x lengths of the
-training lengths given (9-16 for 2-8), as the task's own test range is for its own training range.
+one success rate per value: the study behind a setting. Unless set, the test lengths are twice the training lengths
+(9-16 for 2-8), as `liemem train` resolves them.
 
 Each run is `liemem train` in its own process with one torch thread, so that two at a time on two cores do not
 fight; a finished run is not redone (its record is refused if it was made with another configuration) and a
@@ -70,15 +70,6 @@ def base_settings(config: Path | None, settings: list[str]) -> dict:
     data = load_config(config).to_dict() if config else TrainConfig().to_dict()
     for text in settings:
         data = apply_setting(data, text)
-    return data
-
-
-def with_test_lengths(data: dict) -> dict:
-    """Unless the test lengths are set, the 2x lengths of the training lengths set (none set: the task's own)."""
-    train = data.get("train_lengths")
-    if data.get("test_lengths") is None and train is not None:
-        high = int(str(train).split("-")[-1]) if isinstance(train, str) else int(train[1])
-        data = dict(data, test_lengths=[high + 1, 2 * high])
     return data
 
 
@@ -240,7 +231,7 @@ def main(argv=None) -> None:
         if value is not None:
             settings = apply_setting(base, f"{field}={value}")
             label, folder = f"{field}={value}", f"{field}={value}"
-        settings = resolved(with_test_lengths(settings), label)
+        settings = resolved(settings, label)
         outcome = Outcome(label, {})
         outcomes.append(outcome)
         for seed in seeds:

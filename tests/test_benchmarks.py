@@ -87,11 +87,9 @@ def test_the_seed_study_reads_its_settings():
     assert data == {"model_options": {"init": "uniform", "group_options": "{}"}}
     assert seeds.apply_setting({}, "lr=0.01") == {"lr": 0.01}
     assert seeds.apply_setting({}, "one_length_per_batch=false") == {"one_length_per_batch": False}
-    # Unless set, the test lengths are twice the training lengths, as the users score them.
-    assert seeds.with_test_lengths({"train_lengths": "2-8"})["test_lengths"] == [9, 16]
-    assert seeds.with_test_lengths({"train_lengths": (1, 4)})["test_lengths"] == [5, 8]
-    assert seeds.with_test_lengths({"train_lengths": (1, 4), "test_lengths": (6, 6)})["test_lengths"] == (6, 6)
-    assert seeds.with_test_lengths({"train_lengths": None}) == {"train_lengths": None}
+    # The test lengths follow the training lengths as `liemem train` resolves them.
+    assert seeds.resolved({"train_lengths": "2-8"}, "x")["test_lengths"] == [9, 16]
+    assert seeds.resolved({"train_lengths": [1, 4], "test_lengths": [6, 6]}, "x")["test_lengths"] == [6, 6]
 
 
 def test_the_seed_study_counts_the_first_evaluation_that_reaches_the_threshold():
