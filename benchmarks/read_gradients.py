@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 import torch
 
-from liemem import memory
+from liemem import engine, memory
 from liemem.training.data import batch_loss, to_buckets, train_examples
 from liemem.training.loop import restore_model
 
@@ -31,7 +32,8 @@ def read_gradients(run: Path) -> tuple[int, list[dict]]:
     """The step computed (the checkpoint's plus one) and, per time step, the temperatures and read gradient."""
     model, task, config, step = restore_model(run, device="cpu")
     model = model.double()
-    model.fused_loop = False  # the plain loop calls memory.read_by_distance once per time step
+    # The plain loop calls memory.read_by_distance once per time step.
+    os.environ[engine.SWITCH] = "autograd"
     small = config.regime == "small"
     index = step % config.small_regime_batches if small else step
     data_seed = config.seed if config.data_seed is None else config.data_seed
@@ -41,13 +43,13 @@ def read_gradients(run: Path) -> tuple[int, list[dict]]:
     rows: list[dict] = []
     read = memory.read_by_distance
 
-    def watched(state, query, key_space, temperature=None):
+    def watched(state, query, key_space, parameters=None, weigh=None):
         row = {"slots": state.size}
-        if temperature is not None:
-            row["temperature"] = (temperature.min().item(), temperature.max().item())
+        if parameters is not None:  # the softmax's temperature
+            row["temperature"] = (parameters.min().item(), parameters.max().item())
         query.register_hook(lambda grad: row.__setitem__("gradient", grad.abs().max().item()))
         rows.append(row)
-        return read(state, query, key_space, temperature)
+        return read(state, query, key_space, parameters, weigh)
 
     memory.read_by_distance = watched
     try:

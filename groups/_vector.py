@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ._numerics import bounded_vector
 from .base import LieGroup
+from .numerics import bounded_vector
 
 
 class VectorGroup(LieGroup):

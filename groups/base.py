@@ -55,6 +55,17 @@ class LieGroup(torch.nn.Module, abc.ABC):
         if name is not None:
             registry.register(name, cls)
 
+    # The move that `liemem.engine`'s compiled kernels have built in for this group (see `kernel_move`), declared
+    # by the class whose formulas the kernels mirror. Read from the class's own namespace, so that a subclass,
+    # which may change any formula, does not inherit it.
+    KERNEL_MOVE: str | None = None
+
+    def kernel_move(self) -> str | None:
+        """The name of the head move the engine's kernels compute for this group exactly as its Python does
+        (`liemem.engine.plan.KERNEL_MOVES`), or None where the group's own Python must run. A group whose
+        declared move holds only for some settings (a learnable bound) overrides this to say so."""
+        return type(self).__dict__.get("KERNEL_MOVE")
+
     # --- the group's own operations ---------------------------------------------------------------------
 
     @abc.abstractmethod

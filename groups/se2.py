@@ -9,8 +9,8 @@ import torch
 from manifolds import Euclidean
 from manifolds._random import random_tensor
 
-from ._numerics import AngleBound, bounded_vector, small_angle_mask, where_not
 from .base import LieGroup
+from .numerics import AngleBound, bounded_vector, small_angle_mask, where_not
 
 
 def _rotate(cos: torch.Tensor, sin: torch.Tensor, x: torch.Tensor, y: torch.Tensor):

@@ -10,8 +10,8 @@ from manifolds import Sphere
 from manifolds._normalize import unit_vectors
 from manifolds._random import random_tensor
 
-from ._numerics import AngleBound, small_angle_mask, soft_unit_axis, where_not
 from .base import LieGroup
+from .numerics import HALF_ANGLE_COS, HALF_ANGLE_SINC, AngleBound, series, small_angle_mask, soft_unit_axis, where_not
 
 
 class SO3(LieGroup, name="so3"):
@@ -30,14 +30,20 @@ class SO3(LieGroup, name="so3"):
         super().__init__(space, algebra_dim=3, element_shape=(4,), controller_dim=4, injectivity_radius=math.pi)
         self.angle = AngleBound(learnable=angle_bound)
 
+    KERNEL_MOVE = "rotation"
+
+    def kernel_move(self) -> str | None:
+        """The kernels' rotation, which has no learnable bound to differentiate."""
+        return None if self.angle.learnable else super().kernel_move()
+
     def exp(self, xi):
         """The unit quaternion (cos(theta/2), sin(theta/2) xi / theta) with theta = |xi|."""
         self._check_trailing(xi, 3, "exp's argument")
         theta_sq = xi.square().sum(dim=-1, keepdim=True)
         small = small_angle_mask(theta_sq)
         theta = torch.sqrt(where_not(small, theta_sq))
-        real = torch.where(small, 1 - theta_sq / 8 + theta_sq.square() / 384, torch.cos(theta / 2))
-        factor = torch.where(small, 0.5 - theta_sq / 48 + theta_sq.square() / 3840, torch.sin(theta / 2) / theta)
+        real = torch.where(small, series(HALF_ANGLE_COS, theta_sq), torch.cos(theta / 2))
+        factor = torch.where(small, series(HALF_ANGLE_SINC, theta_sq), torch.sin(theta / 2) / theta)
         return torch.cat((real, factor * xi), dim=-1)
 
     def log(self, g):

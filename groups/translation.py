@@ -16,6 +16,8 @@ class Translation(VectorGroup, name="translation"):
     `from_controller` bounds a shift to norm below 1 by a / sqrt(1 + |a|^2), as the paper's code does.
     """
 
+    KERNEL_MOVE = "translation"
+
     def __init__(self, n: int = 2):
         super().__init__(Euclidean(n), n, injectivity_radius=math.inf)
 

@@ -28,14 +28,14 @@ import os
 import sys
 from pathlib import Path
 
-from . import native, presets, tasks
+from . import engine, presets, tasks
 from .config import ConfigError, require_int
 from .training import CheckpointError, TrainConfig, TrainingDiverged, evaluate, load_config, parse_lengths
 from .training.config import MAX_EVAL_SAMPLES, MAX_SEED
 from .training.data import test_examples, train_examples
 from .training.loop import restore_model, train
 
-USER_ERRORS = (ConfigError, CheckpointError)
+USER_ERRORS = (ConfigError, CheckpointError, engine.EngineError)
 
 
 class UsageError(Exception):
@@ -238,26 +238,22 @@ def _add_compile_option(parser) -> None:
     parser.add_argument(
         "--no-compile",
         action="store_true",
-        help=f"run without compiled kernels or torch.compile (the same function, slower; as {native.SWITCH}=0)",
+        help="run without compiled kernels or torch.compile (the same function, slower; as "
+        f"{engine.SWITCH}=no-compile)",
+    )
+    parser.add_argument(
+        "--engine",
+        metavar="PLAN",
+        help=f"force how the recurrence runs, as {engine.SWITCH}=PLAN: auto, no-compile, autograd, loop, kernels, "
+        "or loop:MOVE, kernels:MOVE with MOVE python, compiled or built-in (see liemem.engine.plan)",
     )
 
 
-@contextlib.contextmanager
 def _compile_option(args):
-    """With `--no-compile`, the switch that liemem.native and liemem.compiling read is off while the command runs
-    (and in any child it starts), and back as it was afterwards: a caller of `main` keeps its own setting."""
-    if not getattr(args, "no_compile", False):
-        yield
-        return
-    before = os.environ.get(native.SWITCH)
-    os.environ[native.SWITCH] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[native.SWITCH]
-        else:
-            os.environ[native.SWITCH] = before
+    """The engine's switch as `--engine` or `--no-compile` set it, while the command runs (and in any child it
+    starts), and back as it was afterwards: a caller of `main` keeps its own setting."""
+    value = getattr(args, "engine", None) or ("no-compile" if getattr(args, "no_compile", False) else None)
+    return contextlib.nullcontext() if value is None else engine.forced(value)
 
 
 def run_train(args) -> None:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import CONTROLLER_KINDS, INIT_SCHEMES, require_choice, require_int
-from .fused import lstm_cell
+from .engine.cells import lstm_cell
 
 
 class ControllerState(NamedTuple):

@@ -30,7 +30,8 @@ from torch.autograd.function import once_differentiable
 
 from manifolds import KeySpace
 
-from . import fused, weighting
+from . import weighting
+from .engine import cells
 
 # weigh(query [B, H, key_dim], keys [B, N, key_dim], strengths [B, N], *params) -> weights [B, H, N]
 Weigh = Callable[..., torch.Tensor]
@@ -144,28 +145,33 @@ def read(
 
 
 def read_by_distance(
-    state: MemoryState, query: torch.Tensor, key_space: KeySpace, temperature: torch.Tensor | None = None
+    state: MemoryState,
+    query: torch.Tensor,
+    key_space: KeySpace,
+    parameters: torch.Tensor | None = None,
+    weigh: weighting.Weighting | None = None,
 ) -> Read:
-    """The Lie-access read (paper, 4.2) over `key_space.dist2`: inverse-square weights, or softmax weights
-    at `temperature` (`[B, H, 1]`) when one is given.
+    """The Lie-access read (paper, 4.2) over `key_space.dist2`, weighted by `weigh` (default: inverse-square,
+    or softmax when only `parameters`, a temperature `[B, H, 1]`, is given) at its per-step `parameters`.
 
-    Key spaces whose distance is chordal take a fused kernel; any other goes through `read`.
+    Key spaces whose distance is chordal take a hand-differentiated node for the weightings it has formulas for
+    (`cells.CHORDAL_READ_WEIGHTINGS`); anything else goes through `read`, as ordinary autograd.
     """
     if state.size == 0:
         raise RuntimeError("read: the memory is empty")
-    if key_space.chordal:
-        return Read(*fused.ChordalRead.apply(state.tape, state.size, state.token, query, temperature))
-    params = () if temperature is None else (temperature,)
-    return read(state, query, functools.partial(distance_weights, key_space), params)
+    if weigh is None:
+        weigh = weighting.get("inverse_square" if parameters is None else "softmax")
+    if key_space.chordal and weigh.name in cells.CHORDAL_READ_WEIGHTINGS:
+        temperature = parameters if weigh.name == "softmax" else None
+        return Read(*cells.ChordalRead.apply(state.tape, state.size, state.token, query, temperature))
+    extra = () if parameters is None else (parameters,)
+    return read(state, query, functools.partial(distance_weights, key_space, weigh), extra)
 
 
-def distance_weights(key_space: KeySpace, query, keys, strengths, *temperature) -> torch.Tensor:
-    """Weights `[B, H, N]` of queries `[B, H, d]` over keys `[B, N, d]`: inverse-square, or softmax if a
-    temperature is given."""
+def distance_weights(key_space: KeySpace, weigh: weighting.Weighting, query, keys, strengths, *parameters):
+    """Weights `[B, H, N]` of queries `[B, H, d]` over keys `[B, N, d]` by `weigh` at its `parameters`."""
     dist2 = key_space.dist2(query.unsqueeze(-2), keys.unsqueeze(1))
-    if temperature:
-        return weighting.softmax(dist2, strengths.unsqueeze(1), temperature[0])
-    return weighting.inverse_square(dist2, strengths.unsqueeze(1))
+    return weigh.weights(dist2, strengths.unsqueeze(1), parameters[0] if parameters else None)
 
 
 class _Append(torch.autograd.Function):

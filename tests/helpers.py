@@ -46,26 +46,31 @@ def assert_same_element(group, g, h, generator, scale: float = 1.0) -> None:
 
 
 def require_compiled_kernels():
-    """The compiled LANTM kernels of `liemem.native`. Skips where they cannot be built (no C++ compiler or no
-    ninja) or are turned off; fails where they could be built and were not."""
-    from liemem import native
+    """The compiled loop kernels of `liemem.engine.native`. Skips where they cannot be built (no C++ compiler or
+    no ninja) or are turned off; fails where they could be built and were not."""
+    from liemem.engine import SWITCH, native
 
     if not native.enabled():
-        pytest.skip(f"compiled kernels are turned off ({native.SWITCH}=0)")
+        pytest.skip(f"compiled kernels are turned off ({SWITCH})")
     if shutil.which(os.environ.get("CXX", "c++")) is None or not cpp_extension.is_ninja_available():
         pytest.skip("no C++ compiler or no ninja: the compiled kernels cannot be built here")
     kernels = native.lantm_loop()
-    assert kernels is not None, "a C++ compiler and ninja are installed, but the LANTM kernels did not build"
+    assert kernels is not None, "a C++ compiler and ninja are installed, but the loop kernels did not build"
     return kernels
+
+
+# The engine's switch for each path a test compares: the model's own autograd loop, the hand-differentiated loop
+# in tensor operations, and the compiled kernels (with the built-in move where the group declares one).
+PATHS = {"autograd": "autograd", "tensor-ops": "loop:python", "kernels": "kernels"}
 
 
 def require_torch_compile() -> None:
     """Skip unless `torch.compile` can build here, as `require_compiled_kernels` skips for the kernels: liemem
     compiles only where its switch is on, and the CPU backend of `torch.compile` generates C++, which needs a
     compiler."""
-    from liemem import native
+    from liemem.engine import SWITCH, native
 
     if not native.enabled():
-        pytest.skip(f"compiling is turned off ({native.SWITCH}=0)")
+        pytest.skip(f"compiling is turned off ({SWITCH})")
     if shutil.which(os.environ.get("CXX", "c++")) is None:
         pytest.skip("no C++ compiler: torch.compile cannot build for the CPU here")

@@ -22,7 +22,8 @@ import authors_models as authors
 import pytest
 import torch
 
-from liemem import build_model, native
+from helpers import require_compiled_kernels
+from liemem import build_model, engine
 
 F64 = torch.float64
 VOCAB = 9
@@ -171,11 +172,7 @@ def run_both(model, opt: authors.Options, their_parameters: dict, data, inputs, 
     return (logits, loss, grads), (expected_logits, expected_loss, expected_grads), [n for n, _ in named]
 
 
-PATHS = {
-    "plain": dict(fused_loop=False),
-    "fused": dict(fused_loop=True, compiled_loop=False),
-    "compiled": dict(fused_loop=True, compiled_loop=True, native_moves=True),
-}
+PATHS = {"plain": "autograd", "fused": "loop", "compiled": "kernels"}
 MODEL_IDS = lambda v: v if isinstance(v, str) else f"bound={v}"  # noqa: E731
 
 
@@ -183,12 +180,11 @@ def both_sides(name, angle_bound, init, epsilons, path="plain"):
     """Logits, loss and gradients (in liemem's parameter order) of liemem and of the transliteration, on one
     example of 6 symbols and 5 answers (6 answer steps with the end symbol), batch 3."""
     model = liemem_model(name, angle_bound, init, seed=len(name) + len(init))
-    for flag, value in PATHS[path].items():
-        setattr(model, flag, value)
     data, inputs, targets = example(input_length=6, answer_length=5, batch=3, seed=7)
     their_model, weight_method, bound_act = MODELS[name, angle_bound]
     opt = authors.Options(their_model, weight_method, VOCAB, bound_act=bound_act, epsilons=epsilons)
-    return run_both(model, opt, authors_parameters(model, opt), data, inputs, targets)
+    with engine.forced(PATHS[path]):
+        return run_both(model, opt, authors_parameters(model, opt), data, inputs, targets)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -197,8 +193,8 @@ def both_sides(name, angle_bound, init, epsilons, path="plain"):
 def test_a_whole_example_matches_the_authors_graph(name, angle_bound, init, path):
     """With the read's two epsilons placed as liemem places them, everything agrees to rounding: what is
     left comes from their `Normalize(2)` softening (1e-10 on a squared norm near 1) on the sphere."""
-    if path == "compiled" and not native.enabled():
-        pytest.skip("the compiled kernels are off here")
+    if path == "compiled":
+        require_compiled_kernels()
     ours, theirs, names = both_sides(name, angle_bound, init, epsilons="liemem", path=path)
     torch.testing.assert_close(ours[0], theirs[0], rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(ours[1], theirs[1], rtol=1e-9, atol=0)

@@ -372,17 +372,19 @@ def test_training_goes_on_when_its_output_pipe_closes(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["step"] == 30
 
 
-@pytest.mark.parametrize("before", [None, "1", "yes"])
+@pytest.mark.parametrize("before", [None, "auto", "loop"])
 def test_no_compile_turns_compiling_off_for_the_command_only(monkeypatch, tmp_path, before):
-    from liemem import cli, native
+    from liemem import cli, engine
+    from liemem.engine import native
 
+    monkeypatch.delenv("LIEMEM_COMPILE", raising=False)
     if before is None:
-        monkeypatch.delenv(native.SWITCH, raising=False)
+        monkeypatch.delenv(engine.SWITCH, raising=False)
     else:
-        monkeypatch.setenv(native.SWITCH, before)
+        monkeypatch.setenv(engine.SWITCH, before)
     seen = []
     monkeypatch.setitem(cli.COMMANDS, "train", lambda args: seen.append(native.enabled()))
     assert main(["train", *TINY_TRAIN, "--no-compile", "--out", str(tmp_path)]) == 0
     assert main(["train", *TINY_TRAIN, "--out", str(tmp_path)]) == 0
     assert seen == [False, True]  # off during the first command only
-    assert os.environ.get(native.SWITCH) == before  # the caller's setting, as it was
+    assert os.environ.get(engine.SWITCH) == before  # the caller's setting, as it was

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from liemem import fused
 from liemem.controller import Controller
+from liemem.engine import cells as fused
 
 
 def reorder(rows: torch.Tensor, size: int) -> torch.Tensor:

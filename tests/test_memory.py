@@ -38,7 +38,8 @@ def filled(keys, values, strengths):
 
 def generic_read(state, query, space, temperature=None):
     """The autograd path of `memory.read`, with the distance weights written out."""
-    weigh = functools.partial(memory.distance_weights, space)
+    weigh = weighting.get("inverse_square" if temperature is None else "softmax")
+    weigh = functools.partial(memory.distance_weights, space, weigh)
     return memory.read(state, query, weigh, () if temperature is None else (temperature,))
 
 

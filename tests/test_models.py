@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import liemem
-from helpers import require_compiled_kernels
-from liemem import ConfigError, build_model, memory, model_names
+from helpers import PATHS, require_compiled_kernels
+from liemem import ConfigError, build_model, engine, memory, model_names
 from liemem.readout import Readout
 
 VOCAB = 8  # symbols 3..7; 0 starts the input, 1 separates it from the answer, 2 ends the answer
@@ -81,7 +81,7 @@ def test_every_model_overfits_a_tiny_copy_batch(name):
 
 def test_user_defined_group_trains_with_no_change_to_liemem():
     model = build_model("so2", VOCAB)
-    assert type(model.group).__name__ == "SO2" and model.fused_loop_applies
+    assert type(model.group).__name__ == "SO2" and model.plan().backend != "autograd"
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     inputs, targets = copy_batch()
     losses = []
@@ -115,18 +115,17 @@ def test_hand_differentiated_loop_equals_the_autograd_loop(name, compiled):
         require_compiled_kernels()
     torch.manual_seed(1)
     model = build_model(name, VOCAB, **FUSED_CASES[name]).double()
-    assert model.fused_loop_applies
     with torch.no_grad():  # move away from the symmetric initial state, so every path matters
         for parameter in model.parameters():
             parameter.add_(0.3 * torch.randn_like(parameter))
     inputs, targets = copy_batch(batch=3)
     results = []
-    for fused in (False, True):
-        model.fused_loop, model.compiled_loop = fused, compiled
-        model.zero_grad()
-        logits = model(inputs, 5)
-        (logits.sin().sum() + loss_of(model, inputs, targets)).backward()
-        results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    for path in ("autograd", "kernels" if compiled else "tensor-ops"):
+        with engine.forced(PATHS[path]):
+            model.zero_grad()
+            logits = model(inputs, 5)
+            (logits.sin().sum() + loss_of(model, inputs, targets)).backward()
+            results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
     (plain, plain_grads), (fast, fast_grads) = results
     torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
     assert plain_grads.keys() == fast_grads.keys()
@@ -138,21 +137,21 @@ def test_hand_differentiated_loop_equals_the_autograd_loop(name, compiled):
 def test_gradients_stay_finite_over_500_steps(name):
     torch.manual_seed(0)
     model = build_model(name.removesuffix("-plain").removesuffix("-tensorops"), VOCAB)
-    model.fused_loop = not name.endswith("-plain")
-    model.compiled_loop = not name.endswith("-tensorops")
+    switch = "autograd" if name.endswith("-plain") else "loop" if name.endswith("-tensorops") else "auto"
     inputs = torch.randint(0, VOCAB, (2, 250))
-    logits = model(inputs, 250)
-    F.cross_entropy(logits.flatten(0, 1), torch.randint(0, VOCAB, (500,))).backward()
+    with engine.forced(switch):
+        logits = model(inputs, 250)
+        F.cross_entropy(logits.flatten(0, 1), torch.randint(0, VOCAB, (500,))).backward()
     assert torch.isfinite(logits).all()
     for name_, parameter in model.named_parameters():
         assert torch.isfinite(parameter.grad).all(), name_
 
 
-@pytest.mark.parametrize("fused, compiled", [(True, True), (True, False), (False, False)])
-def test_heads_sitting_exactly_on_keys_give_finite_gradients(fused, compiled):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_heads_sitting_exactly_on_keys_give_finite_gradients(path, monkeypatch):
     """With the step projection zeroed, both heads stay at the origin, where every key is written."""
+    monkeypatch.setenv(engine.SWITCH, PATHS[path] if path != "kernels" else "auto")
     model = build_model("lantm", VOCAB)
-    model.fused_loop, model.compiled_loop = fused, compiled
     with torch.no_grad():
         model.step_projection.weight.zero_()
         model.step_projection.bias.zero_()
@@ -320,10 +319,10 @@ def test_package_exports():
     assert config.group == "so3" and config.weighting == "softmax" and config.controller_size == 20
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_a_retained_graph_gives_the_same_gradients_twice(fused):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_a_retained_graph_gives_the_same_gradients_twice(path, monkeypatch):
+    monkeypatch.setenv(engine.SWITCH, PATHS[path] if path != "kernels" else "auto")
     model = build_model("lantm-s", VOCAB)
-    model.fused_loop = fused
     loss = loss_of(model, *copy_batch(batch=2))
     loss.backward(retain_graph=True)
     first = [p.grad.clone() for p in model.parameters()]
@@ -340,12 +339,12 @@ def test_forward_without_gradients_matches():
     torch.testing.assert_close(quiet, model(inputs, 5).detach())
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_functional_call_with_substituted_group_parameters(fused):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_functional_call_with_substituted_group_parameters(path, monkeypatch):
     """Gradients follow the parameters a forward pass used, also when torch.func swaps them in for it."""
     torch.manual_seed(0)
     model = build_model("slantm", VOCAB, group_options={"angle_bound": True}).double()
-    model.fused_loop = fused
+    monkeypatch.setenv(engine.SWITCH, PATHS[path] if path != "kernels" else "auto")
     params = {name: p.detach().clone().requires_grad_() for name, p in model.named_parameters()}
     with torch.no_grad():
         params["heads.group.angle.bound_logit"].fill_(4.0)
@@ -356,7 +355,7 @@ def test_functional_call_with_substituted_group_parameters(fused):
     )
     with torch.no_grad():
         model.heads.group.angle.bound_logit.fill_(4.0)
-    model.fused_loop = False
+    monkeypatch.setenv(engine.SWITCH, "autograd")
     loss_of(model, inputs, targets).backward()
     for (name, parameter), grad in zip(model.named_parameters(), grads, strict=True):
         torch.testing.assert_close(grad, parameter.grad, rtol=1e-9, atol=1e-12, msg=name)
@@ -385,16 +384,16 @@ def test_a_model_refuses_another_models_config():
 
 def test_checkpointing_recomputes_the_loop_once(monkeypatch):
     """Under torch.utils.checkpoint the model is recomputed once in the backward pass, and gradients agree."""
-    from liemem.models import lantm_loop
+    from liemem.engine import recurrence
 
     calls = []
-    original = lantm_loop.LieAccessLoop.forward
+    original = recurrence.LieAccessLoop.forward
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(lantm_loop.LieAccessLoop, "forward", staticmethod(counting))
+    monkeypatch.setattr(recurrence.LieAccessLoop, "forward", staticmethod(counting))
     model = build_model("slantm", VOCAB, action_interpolation=True, group_options={"angle_bound": True})
     inputs, targets = copy_batch(batch=2)
     loss_of(model, inputs, targets).backward()

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from liemem import engine
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -160,12 +162,12 @@ def test_liemem_lantm_computes_what_the_independent_reference_computes():
         "initial_strength": grad(ref.initial_strength)[0],
     }
     assert {name for name, _ in model.named_parameters()} == set(expected_grads)
-    for fused in (True, False):
-        model.fused_loop = fused
-        model.zero_grad()
-        logits = model(inputs, 4)
+    for path in ("auto", "loop", "autograd"):
+        with engine.forced(path):
+            model.zero_grad()
+            logits = model(inputs, 4)
+            logits.sin().sum().backward()
         torch.testing.assert_close(logits, expected, rtol=1e-10, atol=1e-12)
-        logits.sin().sum().backward()
         for name, parameter in model.named_parameters():
             want = expected_grads[name]
             scale = want.abs().max().item()

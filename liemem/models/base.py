@@ -68,7 +68,7 @@ class SequenceModel(torch.nn.Module, abc.ABC):
         the first `input_length` steps read the input (and write memory)."""
 
     def compile_steps(self) -> bool:
-        """Compile per-step work for training forward passes where that pays (see `liemem.compiling`); return
+        """Compile per-step work for training forward passes where that pays (see `liemem.engine.compiling`); return
         whether anything was compiled. A trainer calls it once, before training; by default it does nothing."""
         return False
 

@@ -18,17 +18,15 @@ from torch import nn
 
 import groups
 
-from .. import compiling, memory, native
+from .. import engine, memory, weighting
 from ..config import ConfigError, require_bool, require_choice, require_controller_fields, require_float
 from ..controller import Controller
+from ..engine.buffers import LoopInputs
 from ..heads import HeadState, LieHeads
 from ..readout import Readout
-from . import lantm_compiled
 from .base import SequenceModel, initialize_layers
-from .lantm_loop import LieAccessLoop
 from .trace import AccessTrace, appended_slots, pad_slots
 
-WEIGHTINGS = ("inverse_square", "softmax")
 READ, WRITE = 0, 1
 # The write head's initial gate bias (its weight of random access is sigmoid(-10)): it starts out following its
 # own trail, as in the authors' code. The read head's is `LANTMConfig.read_gate_bias`. Action gates, when on,
@@ -75,7 +73,7 @@ class LANTMConfig:
         require_choice(owner, "group", self.group, groups.names())
         if not isinstance(self.group_options, dict):
             raise ConfigError(f"{owner}: group_options must be a table of arguments, got {self.group_options!r}")
-        require_choice(owner, "weighting", self.weighting, WEIGHTINGS)
+        require_choice(owner, "weighting", self.weighting, weighting.names())
         require_bool(owner, "action_interpolation", self.action_interpolation)
         require_controller_fields(owner, self)
         try:
@@ -121,9 +119,9 @@ class LieAccessMachine(SequenceModel):
         self.embedding = nn.Embedding(vocab_size, config.embedding_size)
         self.controller = Controller(config.embedding_size, width, hidden, config.controller_layers, config.controller)
         # Everything a step needs from h_t comes out of one matrix product, then is sliced.
-        # Layout: both heads' raw outputs | [temperature] | write value | write strength.
-        self.softmax = config.weighting == "softmax"
-        self._sizes = [2 * self.heads.raw_size, int(self.softmax), width, 1]
+        # Layout: both heads' raw outputs | the weighting's columns | write value | write strength.
+        self.weighting = weighting.get(config.weighting)
+        self._sizes = [2 * self.heads.raw_size, self.weighting.columns, width, 1]
         self.step_projection = nn.Linear(hidden, sum(self._sizes))
         self.readout = Readout(hidden, width, vocab_size)
         self.initial_positions = nn.Parameter(key_space.origin(2))
@@ -131,13 +129,8 @@ class LieAccessMachine(SequenceModel):
         self.initial_key = nn.Parameter(key_space.origin())
         self.initial_value = nn.Parameter(torch.zeros(width))
         self.initial_strength = nn.Parameter(torch.zeros(()))
-        # The hand-differentiated loop computes the same function as the plain one; turn it off to compare.
-        self.fused_loop = True
-        # ... and runs on compiled kernels on the CPU when they build (see liemem.native), with the move of the
-        # built-in groups inside them (see lantm_compiled.native_move).
-        self.compiled_loop = True
-        self.native_moves = True
-        self._compiled_move = self._compiled_jacobian = None  # set by `compile_steps`
+        # How sequences run is the engine's plan (`plan`); `compile_steps` may compile parts of it.
+        self._compiled_steps = None
         self.reset_parameters(config.init)
 
     @property
@@ -163,7 +156,7 @@ class LieAccessMachine(SequenceModel):
             gate_biases = [float(self.config.read_gate_bias), WRITE_GATE_BIAS]
             head_bias = self.heads.initial_bias(gate_biases, ACTION_GATE_BIAS)
             self.step_projection.bias[: head_bias.numel()] += head_bias.flatten().to(self.step_projection.bias)
-            if self.softmax and self.config.initial_temperature is not None:
+            if self.config.initial_temperature is not None:  # softmax's, by `validate`
                 # softplus(b) = T at b = log(exp(T) - 1), added to the drawn bias as the gate offsets are.
                 offset = math.log(math.expm1(self.config.initial_temperature))
                 self.step_projection.bias[head_bias.numel()] += offset
@@ -187,73 +180,44 @@ class LieAccessMachine(SequenceModel):
         return self.trace(inputs, answer_length).access_trace()
 
     def compile_steps(self) -> bool:
-        """Compile, with `torch.compile`, what the fused loops of training passes call: the heads' per-step `move`
-        (unless the kernels move the heads themselves) and the Jacobians of all of a sequence's movements (one call
-        per training step; not for groups with trainable parameters, whose gradients come from an autograd replay
-        of the moves). Only where the group's move makes enough tensor calls for compiling to pay back its
-        seconds (see `liemem.compiling`). Return whether anything was compiled. Off when
-        `liemem.native.enabled()` is false or `compiled_loop` is; a function that fails to compile runs eagerly."""
-        self._compiled_move = self._compiled_jacobian = None
-        if not (native.enabled() and self.compiled_loop and self.fused_loop_applies):
-            return False
-        positions = self.initial_positions.detach()
-        sample = (positions.new_zeros(2, 2, self.heads.raw_size), self.heads.initial_state(positions, 2))
-        if not compiling.worth_compiling(self.heads.move, *sample):
-            return False
-        what = f"the {self.config.group} heads' move"
-        if lantm_compiled.native_move(self) is None:
-            self._compiled_move = compiling.CompiledOrEager(self.heads.move, what)
-        if not any(p.requires_grad for p in self.group.parameters()):
-            self._compiled_jacobian = compiling.CompiledOrEager(
-                compiling.move_jacobian(self.heads), f"the Jacobian of {what}", pad_rows=True
-            )
-        return self._compiled_move is not None or self._compiled_jacobian is not None
+        """Compile what the plan's training passes call, where that pays (`liemem.engine.compile_steps`)."""
+        return engine.compile_steps(self)
 
     def __getstate__(self):
         # A compiled function neither copies nor pickles; a copy compiles its own with `compile_steps`.
-        return {**self.__dict__, "_compiled_move": None, "_compiled_jacobian": None}
+        return {**self.__dict__, "_compiled_steps": None}
 
-    def move_for(self, training: bool):
-        """The heads' `move` the fused loops call: compiled for training passes after `compile_steps`."""
-        return self._compiled_move if training and self._compiled_move is not None else self.heads.move
+    def plan(self, training: bool = True) -> engine.Plan:
+        """How a forward pass runs at the parameters' device and dtype (`liemem.engine.plan_for`)."""
+        return engine.plan_of(self, training)
 
-    def jacobian_for(self, training: bool):
-        """A compiled function giving the Jacobians of many moves at once (`compiling.move_jacobian`), for training
-        passes after `compile_steps`; None where the fused loop takes them by autograd."""
-        return self._compiled_jacobian if training else None
-
-    @property
-    def fused_loop_applies(self) -> bool:
-        """Whether `forward` runs the hand-differentiated loop of `lantm_loop` (when `fused_loop` is on)."""
-        controller = self.controller
-        return self.fused_loop and controller.kind == "lstm" and controller.layers == 1 and self.key_space.chordal
-
-    def _run_fused(self, stream: torch.Tensor, input_length: int) -> torch.Tensor:
+    def _run_engine(self, plan: engine.Plan, stream: torch.Tensor, input_length: int) -> torch.Tensor:
         batch = stream.shape[1]
         state = self.controller.initial_state(batch)
         project = self.key_space.project
-        answer_hidden, answer_reads = LieAccessLoop.apply(
-            self,
-            input_length,
-            torch.is_grad_enabled(),
-            self.controller.project_inputs(self.embedding(stream)),
-            self.controller.recurrent_weight[0],
-            self.step_projection.weight,
-            self.step_projection.bias,
-            state.hidden[0],
-            state.cell[0],
-            torch.tanh(self.initial_read).expand(batch, -1),
-            project(self.initial_positions).expand(batch, -1, -1),
-            project(self.initial_key).expand(batch, -1),
-            torch.tanh(self.initial_value).expand(batch, -1),
-            torch.sigmoid(self.initial_strength - INITIAL_STRENGTH_OFFSET).expand(batch),
-            *(p for p in self.group.parameters() if p.requires_grad),
+        inputs = LoopInputs(
+            projected=self.controller.project_inputs(self.embedding(stream)),
+            recurrent_weight=self.controller.recurrent_weight[0],
+            step_weight=self.step_projection.weight,
+            step_bias=self.step_projection.bias,
+            hidden=state.hidden[0],
+            cell=state.cell[0],
+            read=torch.tanh(self.initial_read).expand(batch, -1),
+            positions=project(self.initial_positions).expand(batch, -1, -1),
+            key=project(self.initial_key).expand(batch, -1),
+            value=torch.tanh(self.initial_value).expand(batch, -1),
+            strength=torch.sigmoid(self.initial_strength - INITIAL_STRENGTH_OFFSET).expand(batch),
         )
+        answer_hidden, answer_reads = engine.run(self, plan, inputs, input_length)
         return self.readout(answer_hidden, answer_reads).transpose(0, 1)
 
     def _run(self, stream: torch.Tensor, input_length: int, record: bool):
-        if not record and self.fused_loop_applies:
-            return LieAccessTrace(self._run_fused(stream, input_length), None, None, None, None, None, None)
+        """The model, one step at a time in plain autograd: its definition, and the reference the engine's
+        backends are tested against. Forward passes that record nothing run on the engine's plan instead."""
+        if not record:
+            plan = engine.plan_for(self, stream.device, self.step_projection.weight.dtype, torch.is_grad_enabled())
+            if plan.backend != "autograd":
+                return LieAccessTrace(self._run_engine(plan, stream, input_length), None, None, None, None, None, None)
         batch, steps = stream.shape[1], stream.shape[0]
         # unbind, not projected[t]: each slice's backward would fill a zero tensor the size of the whole stream
         projected = self.controller.project_inputs(self.embedding(stream)).unbind(0)
@@ -275,11 +239,11 @@ class LieAccessMachine(SequenceModel):
             if t == input_length:  # the answer phase moves the read head only
                 heads = HeadState(heads.position[:, :1], heads.action[:, :1])
             hidden, state = self.controller.step(projected[t], read, state)
-            raw, temperature, value, strength = self.step_projection(hidden).split(self._sizes, dim=1)
+            raw, weighting_raw, value, strength = self.step_projection(hidden).split(self._sizes, dim=1)
             raw = raw.unflatten(1, (2, raw_size))
             heads = self.heads.move(raw if writing else raw[:, :1], heads)
-            temperature = nn.functional.softplus(temperature).unsqueeze(1) if self.softmax else None
-            result = memory.read_by_distance(mem, heads.position[:, :1], self.key_space, temperature)
+            parameters = self.weighting.parameters(weighting_raw)
+            result = memory.read_by_distance(mem, heads.position[:, :1], self.key_space, parameters, self.weighting)
             read = result.value.squeeze(1)
             if writing:
                 strength = torch.sigmoid(strength.squeeze(1))
@@ -306,4 +270,8 @@ class LieAccessMachine(SequenceModel):
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"vocab_size={self.vocab_size}, group={c.group!r}, weighting={c.weighting!r}"
+        try:
+            plan = str(self.plan())
+        except engine.EngineError as error:
+            plan = f"none ({error})"
+        return f"vocab_size={self.vocab_size}, group={c.group!r}, weighting={c.weighting!r}, engine={plan!r}"

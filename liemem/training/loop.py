@@ -21,10 +21,10 @@ from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CheckpointError
 from .config import TrainConfig, config_from_dict
 from .data import CURRICULUM_STREAM, batch_loss, curriculum_sizes, test_examples, to_buckets, train_examples
 from .evaluate import Scores, score
-from .metrics import MetricsLog
+from .metrics import MetricsLog, read_metrics
 
 SUMMARY_FILE = "summary.json"
-# Compiling a group's move costs 5 to 10 seconds and saves about 0.1 ms per time step (see liemem.compiling):
+# Compiling a group's move costs 5 to 10 seconds and saves about 0.1 ms per time step (see liemem.engine.compiling):
 # at the paper's sequence lengths it pays back within a few hundred training steps, so shorter runs skip it.
 COMPILE_MIN_STEPS = 1000
 
@@ -201,185 +201,232 @@ def _print(line: str) -> None:
 def train(config: TrainConfig, out: str | Path, progress: bool | None = None, echo=_print) -> RunSummary:
     """Train `config` into the directory `out`, resuming from its checkpoint if it holds one.
 
-    `progress` shows a progress bar (None: only on a terminal); `echo` receives one line per evaluation.
+    `progress` shows a progress bar (None: only on a terminal); `echo` receives a line naming the model's engine
+    plan (for Lie-access models), then one line per evaluation and one for the first step computed in float64.
     Raises `ConfigError` for an invalid configuration, `CheckpointError` if `out` holds a run of another
     configuration, and `TrainingDiverged` (naming the step) if the loss or gradient stops being finite.
+    The caller's random generators are as they were afterwards: the run seeds its own.
     """
     config = config.resolved()
     device = resolve_device(config.device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    task = tasks.get(config.task, **config.task_options)
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, task.vocab_size, **config.model_options).to(device, config.torch_dtype)
-    if config.steps >= COMPILE_MIN_STEPS:  # where compiling pays, unless turned off (see liemem.compiling)
-        # From a clean slate: graphs left by earlier runs in this process (a suite's other groups, say) would
-        # count against torch's recompilation limit, past which it silently runs the move eagerly.
-        torch.compiler.reset()
-        model.compile_steps()
-    optimizer = torch.optim.RMSprop(
-        model.parameters(), lr=config.lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps
-    )
-    run = _Run()
-    path = out / CHECKPOINT_FILE
-    best_model = None
-    if path.exists():
-        best_model = _resume(path, config, model, optimizer, run, device)
-        if run.best is not None:  # best.pt may be from an evaluation after the checkpoint: rewrite it
-            _save_best(out, run.best, best_model)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        trainer = _Trainer(config, Path(out), device, echo)
+        return trainer.run(progress)
 
-    metrics = MetricsLog(out, run.step)
-    bar = tqdm(
-        total=config.steps,
-        initial=run.step,
-        unit="step",
-        disable=None if progress is None else not progress,
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
-    cache: dict[int, list] = {}
-    test_set = None
-    last_saved = run.step if path.exists() else None
-    started, step_time, window_samples = time.perf_counter(), time.perf_counter(), 0
 
-    def evaluate_now() -> None:
-        nonlocal test_set, best_model
-        if test_set is None:
+class _Trainer:
+    """One training run, in named steps: `__init__` builds or resumes it, `run` takes its steps, each of which
+    fetches a batch (`batches`), computes and checks its gradients (`gradient_step`), logs (`log`), and
+    evaluates and saves on schedule (`evaluate`, `save`)."""
+
+    def __init__(self, config: TrainConfig, out: Path, device: torch.device, echo):
+        self.config, self.out, self.device, self.echo = config, out, device, echo
+        out.mkdir(parents=True, exist_ok=True)
+        self.task = tasks.get(config.task, **config.task_options)
+        torch.manual_seed(config.seed)
+        model = build_model(config.model, self.task.vocab_size, **config.model_options)
+        self.model = model.to(device, config.torch_dtype)
+        if config.steps >= COMPILE_MIN_STEPS:  # where compiling pays, unless turned off (liemem.engine.compiling)
+            self.model.compile_steps()
+        self.optimizer = torch.optim.RMSprop(
+            self.model.parameters(), lr=config.lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps
+        )
+        self.run_state = _Run()
+        self.path = out / CHECKPOINT_FILE
+        self.best_model = None
+        if self.path.exists():
+            self.best_model = _resume(self.path, config, self.model, self.optimizer, self.run_state, device)
+            if self.run_state.best is not None:  # best.pt may be from an evaluation after the checkpoint
+                _save_best(out, self.run_state.best, self.best_model)
+        self.last_saved = self.run_state.step if self.path.exists() else None
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        self.metrics = MetricsLog(out, self.run_state.step)
+        if hasattr(self.model, "plan"):  # how its recurrence runs (liemem.engine), on screen and in the log
+            plan = str(self.model.plan())
+            echo(f"engine: {plan}")
+            logged = [record["engine"] for record in read_metrics(out) if "engine" in record]
+            if not logged or logged[-1] != plan:  # a resumed run logs it again only where it changed
+                self.metrics.write({"step": self.run_state.step, "engine": plan})
+        self.cache: dict[int, list] = {}
+        self.test_set = None
+        self.bar = None
+
+    def run(self, progress: bool | None) -> RunSummary:
+        """Train to `config.steps`; return the summary, also written to `summary.json`."""
+        config, run = self.config, self.run_state
+        self.bar = tqdm(
+            total=config.steps,
+            initial=run.step,
+            unit="step",
+            disable=None if progress is None else not progress,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+        self.started = self.step_time = time.perf_counter()
+        self.window_samples = 0
+        try:
+            while run.step < config.steps:
+                self.take_step(run.step + 1)
+            if not run.evaluations or run.evaluations[-1]["step"] != run.step:
+                # Resumed at its last step before that step's evaluation: evaluate and save it now.
+                self.evaluate()
+                self.save()
+        finally:
+            self.bar.close()
+            self.metrics.close()
+        run.elapsed += time.perf_counter() - self.started
+        summary = _summary(run)
+        (self.out / SUMMARY_FILE).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+        return summary
+
+    def take_step(self, step: int) -> None:
+        """Optimizer step `step`, then its log record, evaluation and checkpoint where they are due."""
+        config = self.config
+        buckets = self.batches(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        batch, loss_value, norm_value = self.gradient_step(step, buckets)
+        counts = torch.stack((batch.right_symbols, batch.right_examples)).cpu()
+        right_symbols, right_examples = counts.tolist()
+        self.optimizer.step()
+        self.run_state.step = step
+        values = (loss_value, 1, right_symbols, batch.symbols, right_examples, batch.examples)
+        for index, value in enumerate(values):
+            self.run_state.window[index] += value
+        self.window_samples += sum(len(bucket.targets) for bucket in buckets)
+        if step % config.log_every == 0 or step == config.steps:
+            self.log(step, norm_value)
+        if step % config.eval_every == 0 or step == config.steps:
+            self.evaluate()
+        self.bar.update(1)
+        if step % config.checkpoint_every == 0 or step % config.eval_every == 0 or step == config.steps:
+            self.save()
+
+    def batches(self, step: int) -> list:
+        """Step `step`'s training batch, as buckets on the device (the small regime's are cached)."""
+        config, task, device = self.config, self.task, self.device
+        small = config.regime == "small"
+        index = (step - 1) % config.small_regime_batches if small else step - 1
+        data_seed = config.seed if config.data_seed is None else config.data_seed
+        if step <= config.curriculum_steps:  # short examples first, from a stream of their own
+            sizes = curriculum_sizes(config.train_lengths, step, config.curriculum_steps)
+            examples = train_examples(
+                task, sizes, step - 1, config.batch_size, data_seed, config.one_length_per_batch, CURRICULUM_STREAM
+            )
+            return to_buckets(task, examples, device)
+        buckets = self.cache.get(index)
+        if buckets is None:
+            examples = train_examples(
+                task, config.train_lengths, index, config.batch_size, data_seed, config.one_length_per_batch
+            )
+            buckets = to_buckets(task, examples, device)
+            if small:
+                self.cache[index] = buckets
+        return buckets
+
+    def gradient_step(self, step: int, buckets):
+        """The batch's loss and clipped gradients (`_gradient_step`), computed again in float64 where only the
+        backward pass overflowed and the configuration allows; `TrainingDiverged` where they are not finite."""
+        config, run = self.config, self.run_state
+        batch, loss_value, norm_value = _gradient_step(self.model, self.optimizer, buckets, config.clip_norm)
+        finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+        # Only the backward pass: a loss that is not finite means the weights themselves have left the range.
+        overflowed = math.isfinite(loss_value) and not finite
+        if overflowed and config.float64_on_overflow and _can_recompute_in_float64(self.model, self.device):
+            first = run.window[FLOAT64_STEPS] == 0 and not run.float64_steps
+            overflow = f"gradient norm {norm_value}"
+            batch, loss_value, norm_value = _gradient_step_in_float64(self.model, self.optimizer, buckets, config)
+            if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+                raise TrainingDiverged(
+                    f"training stopped at step {step}: {overflow}, and loss {loss_value}, gradient norm "
+                    f"{norm_value} when computed again in float64; {self.kept()}"
+                )
+            run.window[FLOAT64_STEPS] += 1
+            if first:
+                self.say(
+                    f"step {step}: {overflow} in {config.dtype}; computed again in float64 (gradient norm "
+                    f"{norm_value:.3g}). Such steps are counted in metrics.jsonl as float64_steps."
+                )
+        elif not finite:
+            raise TrainingDiverged(
+                f"training stopped at step {step}: loss {loss_value}, gradient norm {norm_value}; {self.kept()}"
+            )
+        return batch, loss_value, norm_value
+
+    def log(self, step: int, norm_value: float) -> None:
+        """A `metrics.jsonl` record of the window since the last one."""
+        run, now = self.run_state, time.perf_counter()
+        loss_sum, steps, right_symbols, symbols, right_examples, examples, float64_steps = run.window
+        record = {
+            "step": step,
+            "loss": loss_sum / steps,
+            "lr": learning_rate(self.config, step),
+            "grad_norm": norm_value,
+            "samples_per_second": self.window_samples / max(now - self.step_time, 1e-9),
+        }
+        if float64_steps:
+            record["float64_steps"] = float64_steps
+            run.float64_steps += float64_steps
+        if examples:  # greedy scores on the training batches, before each batch's update
+            fine, coarse = right_symbols / symbols, right_examples / examples
+            record["train"] = {"fine": fine, "coarse": coarse, "samples": int(examples)}
+        self.metrics.write(record)
+        self.bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
+        run.window, self.step_time, self.window_samples = _empty_window(), now, 0
+
+    def evaluate(self) -> None:
+        """Score the model on the test set; keep the best weights (`best.pt`) and say the scores."""
+        config, run = self.config, self.run_state
+        if self.test_set is None:
             examples = test_examples(
-                task,
+                self.task,
                 config.test_lengths,
                 config.eval_samples,
                 config.eval_seed,
                 config.batch_size,
                 config.one_length_per_batch,
             )
-            test_set = to_buckets(task, examples, device, config.batch_size)
-        scores = score(model, test_set)
+            self.test_set = to_buckets(self.task, examples, self.device, config.batch_size)
+        scores = score(self.model, self.test_set)
         record = {"step": run.step, **scores.as_dict()}
         run.evaluations.append(record)
         counts = run.step > config.best_after or run.step == config.steps
         if counts and (run.best is None or scores.better_than(Scores(run.best["fine"], run.best["coarse"], 0))):
             run.best = record
-            best_model = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-            _save_best(out, run.best, best_model)
-        metrics.write({"step": run.step, "eval": scores.as_dict()})
+            self.best_model = {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
+            _save_best(self.out, run.best, self.best_model)
+        self.metrics.write({"step": run.step, "eval": scores.as_dict()})
         line = f"step {run.step}: fine {100 * scores.fine:.2f}%  coarse {100 * scores.coarse:.2f}%"
         if run.best is not None:
             line += f"  (best coarse {100 * run.best['coarse']:.2f}% at step {run.best['step']})"
-        bar.clear()
-        echo(line)
-        bar.refresh()
+        self.say(line)
 
-    def save_now() -> None:
-        nonlocal started, last_saved
+    def save(self) -> None:
+        """Write the checkpoint, unless the weights are no longer finite (`TrainingDiverged`)."""
+        run = self.run_state
         # A step can keep a finite loss and gradient yet overflow the weights: such a state is not "good".
-        if not torch.stack([parameter.isfinite().all() for parameter in model.parameters()]).all():
-            raise TrainingDiverged(f"training stopped at step {run.step}: the weights are no longer finite; {kept()}")
-        run.elapsed += time.perf_counter() - started
-        started = time.perf_counter()
-        metrics.flush()
-        checkpoint.save(path, _checkpoint_state(config, model, optimizer, run, best_model))
-        last_saved = run.step
+        if not torch.stack([parameter.isfinite().all() for parameter in self.model.parameters()]).all():
+            raise TrainingDiverged(
+                f"training stopped at step {run.step}: the weights are no longer finite; {self.kept()}"
+            )
+        run.elapsed += time.perf_counter() - self.started
+        self.started = time.perf_counter()
+        self.metrics.flush()
+        checkpoint.save(self.path, _checkpoint_state(self.config, self.model, self.optimizer, run, self.best_model))
+        self.last_saved = run.step
 
-    def kept() -> str:
-        if last_saved is None:
+    def kept(self) -> str:
+        """What a stop leaves behind, for its message."""
+        if self.last_saved is None:
             return "no checkpoint had been written yet"
-        return f"the last good checkpoint (step {last_saved}) is kept in {str(path)!r}"
+        return f"the last good checkpoint (step {self.last_saved}) is kept in {str(self.path)!r}"
 
-    try:
-        while run.step < config.steps:
-            step = run.step + 1
-            small = config.regime == "small"
-            index = (step - 1) % config.small_regime_batches if small else step - 1
-            buckets = cache.get(index)
-            data_seed = config.seed if config.data_seed is None else config.data_seed
-            if step <= config.curriculum_steps:  # short examples first, from a stream of their own
-                sizes = curriculum_sizes(config.train_lengths, step, config.curriculum_steps)
-                examples = train_examples(
-                    task, sizes, step - 1, config.batch_size, data_seed, config.one_length_per_batch, CURRICULUM_STREAM
-                )
-                buckets = to_buckets(task, examples, device)
-            elif buckets is None:
-                examples = train_examples(
-                    task, config.train_lengths, index, config.batch_size, data_seed, config.one_length_per_batch
-                )
-                buckets = to_buckets(task, examples, device)
-                if small:
-                    cache[index] = buckets
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step)
-            batch, loss_value, norm_value = _gradient_step(model, optimizer, buckets, config.clip_norm)
-            finite = math.isfinite(loss_value) and math.isfinite(norm_value)
-            # Only the backward pass: a loss that is not finite means the weights themselves have left the range.
-            overflowed = math.isfinite(loss_value) and not finite
-            if overflowed and config.float64_on_overflow and _can_recompute_in_float64(model, device):
-                first = run.window[FLOAT64_STEPS] == 0 and not run.float64_steps
-                overflow = f"gradient norm {norm_value}"
-                batch, loss_value, norm_value = _gradient_step_in_float64(model, optimizer, buckets, config)
-                finite = math.isfinite(loss_value) and math.isfinite(norm_value)
-                if not finite:
-                    raise TrainingDiverged(
-                        f"training stopped at step {step}: {overflow}, and loss {loss_value}, gradient norm "
-                        f"{norm_value} when computed again in float64; {kept()}"
-                    )
-                run.window[FLOAT64_STEPS] += 1
-                if first:
-                    bar.clear()
-                    echo(
-                        f"step {step}: {overflow} in {config.dtype}; computed again in float64 (gradient norm "
-                        f"{norm_value:.3g}). Such steps are counted in metrics.jsonl as float64_steps."
-                    )
-                    bar.refresh()
-            elif not finite:
-                raise TrainingDiverged(
-                    f"training stopped at step {step}: loss {loss_value}, gradient norm {norm_value}; {kept()}"
-                )
-            counts = torch.stack((batch.right_symbols, batch.right_examples)).cpu()
-            right_symbols, right_examples = counts.tolist()
-            optimizer.step()
-            run.step = step
-            for index, value in enumerate(
-                (loss_value, 1, right_symbols, batch.symbols, right_examples, batch.examples)
-            ):
-                run.window[index] += value
-            window_samples += sum(len(bucket.targets) for bucket in buckets)
-
-            if step % config.log_every == 0 or step == config.steps:
-                now = time.perf_counter()
-                loss_sum, steps, right_symbols, symbols, right_examples, examples, float64_steps = run.window
-                record = {
-                    "step": step,
-                    "loss": loss_sum / steps,
-                    "lr": learning_rate(config, step),
-                    "grad_norm": norm_value,
-                    "samples_per_second": window_samples / max(now - step_time, 1e-9),
-                }
-                if float64_steps:
-                    record["float64_steps"] = float64_steps
-                    run.float64_steps += float64_steps
-                if examples:  # greedy scores on the training batches, before each batch's update
-                    fine, coarse = right_symbols / symbols, right_examples / examples
-                    record["train"] = {"fine": fine, "coarse": coarse, "samples": int(examples)}
-                metrics.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
-                run.window, step_time, window_samples = _empty_window(), now, 0
-            if step % config.eval_every == 0 or step == config.steps:
-                evaluate_now()
-            bar.update(1)
-            if step % config.checkpoint_every == 0 or step % config.eval_every == 0 or step == config.steps:
-                save_now()
-        if not run.evaluations or run.evaluations[-1]["step"] != run.step:
-            # Resumed at its last step before that step's evaluation: evaluate and save it now.
-            evaluate_now()
-            save_now()
-    finally:
-        bar.close()
-        metrics.close()
-    run.elapsed += time.perf_counter() - started
-    summary = _summary(run)
-    (out / SUMMARY_FILE).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
-    return summary
+    def say(self, line: str) -> None:
+        """`echo` a line without tearing the progress bar."""
+        self.bar.clear()
+        self.echo(line)
+        self.bar.refresh()
 
 
 def _save_best(out: Path, record: dict, state_dict: dict) -> None:

@@ -1,4 +1,6 @@
-"""Numerical building blocks shared by the groups: Taylor switches, safe divisions, bounded parametrisations."""
+"""Numerical constants and building blocks shared by the groups: Taylor switches and series, safe divisions,
+bounded parametrisations. The engine's compiled kernels take their constants from here, so that a kernel and
+the Python it mirrors cannot drift apart."""
 
 from __future__ import annotations
 
@@ -14,6 +16,20 @@ SMALL_ANGLE_SQ = {torch.float64: 1e-6, torch.float32: 1e-3, torch.float16: 1e-2,
 # 1e-10), within 5e-7 of unit length for |raw| > 0.01, and its gradient is bounded by 1 / eps instead of
 # diverging at raw = 0, where an exact normalisation has no direction to give.
 AXIS_SOFTENING = 1e-5
+
+
+# Taylor series in theta^2, lowest order first, of the half-angle functions of SO(3)'s exponential:
+# cos(theta / 2) = 1 - theta^2 / 8 + theta^4 / 384 and sin(theta / 2) / theta = 1/2 - theta^2 / 48 + theta^4 / 3840.
+HALF_ANGLE_COS = (1.0, -1.0 / 8.0, 1.0 / 384.0)
+HALF_ANGLE_SINC = (0.5, -1.0 / 48.0, 1.0 / 3840.0)
+
+
+def series(coefficients: tuple[float, ...], x):
+    """sum_k coefficients[k] x^k, by Horner's rule (`x` a tensor or a number)."""
+    total = coefficients[-1]
+    for coefficient in reversed(coefficients[:-1]):
+        total = total * x + coefficient
+    return total
 
 
 def small_angle_mask(theta_sq: torch.Tensor) -> torch.Tensor:

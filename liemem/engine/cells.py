@@ -3,7 +3,7 @@
 Written as ordinary autograd ops they cost a dozen graph nodes each per step, and at the paper's sizes
 (batch 32, 50 cells, 20-wide memory) per-op overhead, not arithmetic, is the time. The forward and backward
 formulas are plain functions, used by the one-node autograd functions here and by the whole-sequence loop
-of `models/lantm_loop.py`; tests compare them with the autograd formulas by `gradcheck`.
+of `engine.tensor_ops`; tests compare them with the autograd formulas by `gradcheck`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import weighting
+from .. import weighting
 
 # g * y * (1 - y) and g * (1 - y^2), given y, as single kernels.
 sigmoid_backward = torch.ops.aten.sigmoid_backward.default
@@ -78,6 +78,10 @@ def lstm_cell(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 # --- chordal read -----------------------------------------------------------------------------------------
+
+
+# The weightings `chordal_read_forward` and `chordal_read_backward` have formulas for.
+CHORDAL_READ_WEIGHTINGS = ("inverse_square", "softmax")
 
 
 class ReadSaved(NamedTuple):

@@ -1,25 +1,25 @@
-"""Kernels compiled for the machine they run on: the LANTM time loop on the CPU (see `lantm_loop.cpp`).
+"""Kernels compiled for the machine they run on: the Lie-access time loop on the CPU (see `lantm_loop.cpp`).
 
 `lantm_loop()` builds them once per machine and torch version with torch's own extension builder (it needs a C++
-compiler and ninja; the build takes about half a minute and is cached under torch's extensions directory), and
-returns the loaded module, or None when they are turned off or cannot be built. Callers then run the same
-computation as tensor operations: the kernels make it faster, never different.
-
-Turn them off for a process with the environment variable `LIEMEM_COMPILE=0` (or `liemem train --no-compile`),
-or for one model with `model.compiled_loop = False`.
+compiler and ninja, a dependency of liemem; the build takes about half a minute and is cached under torch's
+extensions directory), and returns the loaded module, or None when they cannot be built. A failed build is
+reported once per machine: it leaves a note in the cache, and later processes read the note instead of trying
+again (delete it to retry). The engine then runs the same computation as tensor operations: the kernels make it
+faster, never different. Whether they are used at all is the engine's plan (`liemem.engine.plan`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-import os
 import pathlib
 import platform
 import sys
 import warnings
 
-SWITCH = "LIEMEM_COMPILE"
+# Left in the build directory by a build that failed.
+FAILED_NOTE = "build-failed.txt"
 _SOURCE = pathlib.Path(__file__).with_name("lantm_loop.cpp")
 # Fast floating point without changing results beyond reassociation: no errno, no traps, no signed zeros.
 # -fopenmp-simd honours the kernels' `omp simd` vectorisation hints without linking OpenMP.
@@ -35,13 +35,15 @@ _FLAGS = (
 
 
 def enabled() -> bool:
-    """Whether compiled kernels may be used in this process (`LIEMEM_COMPILE` is not 0, false, no or off)."""
-    return os.environ.get(SWITCH, "1").strip().lower() not in {"0", "false", "no", "off"}
+    """Whether the engine's switch lets anything be compiled in this process (see `liemem.engine.plan`)."""
+    from ..plan import compiling_enabled
+
+    return compiling_enabled()
 
 
 def lantm_loop():
-    """The compiled LANTM loop kernels, or None (turned off, or the build failed: a warning says why, once)."""
-    return _build() if enabled() else None
+    """The compiled loop kernels, or None where they cannot be built (reported once per machine)."""
+    return _build()
 
 
 def _processor() -> str:
@@ -68,10 +70,13 @@ def _build():
     key = hashlib.sha256(b"\0".join([*identity, _processor().encode()])).hexdigest()[:16]
     name = f"liemem_lantm_loop_{key}"
     directory = pathlib.Path(cpp_extension.get_default_build_root()) / name
+    failed = directory / FAILED_NOTE
+    if failed.exists():  # reported when it failed; the plan's note says the kernels did not build
+        return None
     try:
         directory.mkdir(parents=True, exist_ok=True)
         if not any(directory.glob(f"{name}*.so")):
-            print(f"liemem: compiling the LANTM loop for this machine (once; cached in {directory})", file=sys.stderr)
+            print(f"liemem: compiling the loop kernels for this machine (once; cached in {directory})", file=sys.stderr)
         return cpp_extension.load(
             name=name,
             sources=[str(_SOURCE)],
@@ -81,9 +86,11 @@ def _build():
         )
     except Exception as error:  # no compiler, no ninja, a read-only cache: the tensor-operation loop still works
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        with contextlib.suppress(OSError):  # a read-only cache: then each process reports it
+            failed.write_text(f"{reason}\n")
         warnings.warn(
-            f"liemem: could not compile the LANTM loop ({reason}); running it as tensor operations, which is "
-            f"slower. Set {SWITCH}=0 to skip the attempt.",
+            f"liemem: could not compile the loop kernels ({reason}); running them as tensor operations, which "
+            f"gives the same results more slowly. Not tried again on this machine until {failed} is deleted.",
             RuntimeWarning,
             stacklevel=3,
         )

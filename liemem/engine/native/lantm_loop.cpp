@@ -11,6 +11,7 @@
 // Layouts: the memory keeps slots along its last axis, keys [B, d, S], values [B, m, S] and strengths [B, 1, S],
 // so that the loops over slots run over contiguous memory; row t of a [T, ...] buffer belongs to time step t.
 
+#include <pybind11/stl.h>
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -84,12 +85,36 @@ void check_size(const at::Tensor& tensor, const char* name, int64_t dim, int64_t
               ", not ", tensor.size(dim));
 }
 
-template <typename T>
+// The groups' numerical constants that the built-in moves use, set by name from Python (groups.numerics and
+// manifolds.Sphere), so that a kernel and the Python it mirrors share one source.
 struct MoveConstants {
-  T small_angle_sq;  // below this squared angle, the Taylor series of the quaternion exponential
-  T axis_softening;  // the rotation axis is raw / sqrt(|raw|^2 + softening^2), as groups._numerics has it
-  T key_softening;   // keys and mixed positions are x / sqrt(|x|^2 + softening^2), as manifolds.Sphere has it
+  double small_angle_sq = 0;  // below this squared angle, the Taylor series of the quaternion exponential
+  double axis_softening = 0;  // the rotation axis is raw / sqrt(|raw|^2 + softening^2)
+  double key_softening = 0;   // keys and mixed positions are x / sqrt(|x|^2 + softening^2)
+  std::vector<double> half_angle_cos;   // cos(theta / 2) as a series in theta^2, lowest order first
+  std::vector<double> half_angle_sinc;  // sin(theta / 2) / theta likewise
 };
+
+// `MoveConstants` in the loop's floating-point type.
+template <typename T>
+struct TypedMoveConstants {
+  explicit TypedMoveConstants(const MoveConstants& c)
+      : small_angle_sq(static_cast<T>(c.small_angle_sq)), axis_softening(static_cast<T>(c.axis_softening)),
+        key_softening(static_cast<T>(c.key_softening)), half_angle_cos(c.half_angle_cos.begin(), c.half_angle_cos.end()),
+        half_angle_sinc(c.half_angle_sinc.begin(), c.half_angle_sinc.end()) {
+    TORCH_CHECK(!half_angle_cos.empty() && !half_angle_sinc.empty(), "lantm_loop: MoveConstants has no series");
+  }
+  T small_angle_sq, axis_softening, key_softening;
+  std::vector<T> half_angle_cos, half_angle_sinc;
+};
+
+// sum_k coefficients[k] x^k by Horner's rule, as groups.numerics.series computes it.
+template <typename T>
+T series(const std::vector<T>& coefficients, T x) {
+  T total = coefficients.back();
+  for (auto k = static_cast<int64_t>(coefficients.size()) - 2; k >= 0; --k) total = total * x + coefficients[k];
+  return total;
+}
 
 // The identity action: the zero shift, or the quaternion (1, 0, 0, 0).
 template <typename T>
@@ -124,7 +149,7 @@ void bounded(const T* a, T* out, int64_t size, T floor) {
 // Kind 0 translates R^d by the bounded shift; kind 1 rotates S^2 by exp(axis * tanh(angle)) as a quaternion.
 template <typename T>
 void native_move(int64_t move_kind, int64_t dim, const T* raw, T* position, T* action,
-                 const MoveConstants<T>& constants) {
+                 const TypedMoveConstants<T>& constants) {
   const T* key = raw;
   const T gate = sigmoid(raw[move_kind == 0 ? 2 * dim : 2 * dim + 1]);
   if (move_kind == 0) {
@@ -148,8 +173,8 @@ void native_move(int64_t move_kind, int64_t dim, const T* raw, T* position, T* a
   }
   T real, factor;
   if (theta_sq < constants.small_angle_sq) {  // groups.SO3.exp's series
-    real = T(1) - theta_sq / T(8) + theta_sq * theta_sq / T(384);
-    factor = T(0.5) - theta_sq / T(48) + theta_sq * theta_sq / T(3840);
+    real = series(constants.half_angle_cos, theta_sq);
+    factor = series(constants.half_angle_sinc, theta_sq);
   } else {
     const T theta = std::sqrt(theta_sq);
     real = std::cos(theta / T(2));
@@ -166,6 +191,60 @@ void native_move(int64_t move_kind, int64_t dim, const T* raw, T* position, T* a
   for (int64_t c = 0; c < 3; ++c) position[c] = mixed[c] + real * twice[c] + cross[c];
 }
 
+// One sequence's buffers, by name. liemem/engine/kernels.py allocates them; the loop checks their shapes once.
+struct LoopBuffers {
+  at::Tensor projected;         // [T, B, 4H]: the input term of the LSTM gates, bias included
+  at::Tensor recurrent;         // [T + 1, B, m + H]: row t is step t's recurrent input [r_{t-1}; h_{t-1}]
+  at::Tensor recurrent_weight;  // [4H, m + H]
+  at::Tensor step_weight;       // [P, H]
+  at::Tensor step_bias;         // [P]
+  at::Tensor outputs;           // [T, B, P]: row t is step t's projection of h_t
+  at::Tensor cells;             // [T + 1, B, H]: row t is the cell before step t
+  at::Tensor sigmoids;          // [T, B, 3H]: the LSTM's three gates
+  at::Tensor candidates;        // [T, B, H]
+  at::Tensor squashed;          // [T, B, H]: tanh of the new cell
+  at::Tensor keys;              // [B, d, S]
+  at::Tensor values;            // [B, m, S]
+  at::Tensor strengths;         // [B, 1, S]
+  at::Tensor queries;           // [T, B, d]: each read's query
+  at::Tensor dist2;             // [T, B, S]: its squared distances
+  at::Tensor factors;           // [T, B, S]: its unnormalised kernel
+  at::Tensor weights;           // [T, B, S]
+  at::Tensor totals;            // [T, B]: the weights' normaliser
+  at::Tensor nearest;           // [T, B], int64: the first nearest slot
+  at::Tensor scales;            // [T, B]: 1 / temperature (softmax)
+};
+
+// Where the step projection's parts start, which weighting the read takes, and the read's constants
+// (liemem.weighting).
+struct LoopLayout {
+  int64_t input_length = 0;
+  int64_t raw_size = 0;  // one head's raw outputs; both heads' come first in the projection
+  int64_t weighting = 0;  // 0: inverse square, 1: softmax (liemem.engine.plan.BACKEND_WEIGHTINGS["kernels"])
+  int64_t weighting_column = -1;  // the softmax's temperature
+  int64_t value_column = 0;
+  int64_t strength_column = 0;
+  double eps = 0;
+  double weight_floor = 0;
+  double temperature_floor = 0;
+
+  int64_t temperature_column() const { return weighting == 1 ? weighting_column : -1; }
+};
+
+// What the backward pass reads besides the loop's buffers, and where it writes.
+struct BackwardBuffers {
+  at::Tensor grad_answer_hidden;  // [A, B, H]
+  at::Tensor grad_answer_reads;   // [A, B, m]
+  at::Tensor encoder_jacobians;   // [L, B, 2, out, raw + out]: each input step's head moves
+  at::Tensor answer_jacobians;    // [A, B, 1, out, raw + out]
+  at::Tensor head_output_grads;   // [N, out], or empty: each move's output gradient, for the group's parameters
+  at::Tensor grad_gates;          // [T, B, 4H]
+  at::Tensor grad_outputs;        // [T, B, P]
+  at::Tensor grad_keys;           // like keys
+  at::Tensor grad_values;         // like values
+  at::Tensor grad_strengths;      // like strengths
+};
+
 // The forward loop of one sequence: a time step is `control(t)`, the group's move (in Python), and
 // `read_write(t, positions)`; or, for a move built in here, `run` takes every step in one call. The caller allocates every buffer; the loop checks them once, here, and each step
 // then reaches its rows through raw pointers. Row t of each [T, ...] buffer belongs to step t: `recurrent` row t
@@ -175,6 +254,14 @@ void native_move(int64_t move_kind, int64_t dim, const T* raw, T* position, T* a
 // kernel factor, the weights, their normaliser, the nearest slot and (softmax) 1 / temperature.
 class ForwardLoop {
  public:
+  ForwardLoop(const LoopBuffers& b, const LoopLayout& layout)
+      : ForwardLoop(layout.input_length, b.projected, b.recurrent, b.recurrent_weight, b.step_weight, b.step_bias,
+                    b.outputs, b.cells, b.sigmoids, b.candidates, b.squashed, b.keys, b.values, b.strengths, b.queries,
+                    b.dist2, b.factors, b.weights, b.totals, b.nearest, b.scales, layout.raw_size,
+                    layout.temperature_column(), layout.value_column, layout.strength_column, layout.eps,
+                    layout.weight_floor, layout.temperature_floor) {}
+
+ private:
   ForwardLoop(int64_t input_length, at::Tensor projected, at::Tensor recurrent, at::Tensor recurrent_weight,
               at::Tensor step_weight, at::Tensor step_bias, at::Tensor outputs, at::Tensor cells, at::Tensor sigmoids,
               at::Tensor candidates, at::Tensor squashed, at::Tensor keys, at::Tensor values, at::Tensor strengths,
@@ -260,6 +347,7 @@ class ForwardLoop {
     gate_candidates_ = gates_.narrow(1, 3 * size_, size_);
   }
 
+ public:
   // Step t's controller: h_t and its projection. Returns the heads' raw outputs [B, heads, raw] (both heads
   // while writing, the read head after).
   at::Tensor control(int64_t t) {
@@ -285,7 +373,7 @@ class ForwardLoop {
   // [B, 2, d] are the heads' starting positions; `position_log` [T, B, 2, d] and `action_log` [T, B, 2, e]
   // receive each step's head states before it moved (from the answer phase on, head 0 only).
   void run(int64_t move_kind, const at::Tensor& positions, at::Tensor position_log, at::Tensor action_log,
-           double small_angle_sq, double axis_softening, double key_softening) {
+           const MoveConstants& constants) {
     const int64_t element = move_kind == kTranslation ? dim_ : 4;
     TORCH_CHECK(move_kind == kTranslation || (move_kind == kRotation && dim_ == 3), "lantm_loop: unknown move");
     TORCH_CHECK(raw_size_ == 2 * dim_ + 1 + (move_kind == kRotation ? 1 : 0), "lantm_loop: raw_size ", raw_size_,
@@ -301,8 +389,8 @@ class ForwardLoop {
                     positions.size(2) == dim_ && positions.scalar_type() == gates_.scalar_type(),
                 "lantm_loop: run needs starting positions [batch, 2, key_dim] of the memory's dtype");
     AT_DISPATCH_FLOATING_TYPES(gates_.scalar_type(), "run", [&] {
-      run_steps<scalar_t>(move_kind, positions.contiguous(), position_log, action_log, small_angle_sq,
-                          axis_softening, key_softening);
+      run_steps<scalar_t>(move_kind, positions.contiguous(), position_log, action_log,
+                          TypedMoveConstants<scalar_t>(constants));
     });
   }
 
@@ -311,13 +399,11 @@ class ForwardLoop {
  private:
   template <typename T>
   void run_steps(int64_t move_kind, const at::Tensor& start, at::Tensor& position_log, at::Tensor& action_log,
-                 double small_angle_sq, double axis_softening, double key_softening) {
+                 const TypedMoveConstants<T>& constants) {
     const int64_t batch = batch_, dim = dim_, element = action_log.size(3);
     // The heads' current states, [B, 2, d] and [B, 2, e]; the answer phase uses head 0 only.
     std::vector<T> position(start.data_ptr<T>(), start.data_ptr<T>() + batch * 2 * dim), action(batch * 2 * element);
     for (int64_t i = 0; i < batch * 2; ++i) native_identity<T>(move_kind, action.data() + i * element, element);
-    const MoveConstants<T> constants{static_cast<T>(small_angle_sq), static_cast<T>(axis_softening),
-                                     static_cast<T>(key_softening)};
     for (int64_t t = 0; t < steps_; ++t) {
       const int64_t heads = t < input_length_ ? 2 : 1;
       control_step<T>(t);
@@ -720,12 +806,23 @@ std::vector<at::Tensor> backward_loop(
   return {grad_hidden.clone(), grad_cell, grad_recurrent.narrow(1, 0, width).clone(), grad_heads};
 }
 
+// `backward_loop` by named structs.
+std::vector<at::Tensor> backward(const LoopBuffers& b, const LoopLayout& layout, const BackwardBuffers& g) {
+  return backward_loop(layout.input_length, b.recurrent_weight, b.step_weight, b.outputs, b.sigmoids, b.candidates,
+                       b.cells, b.squashed, b.keys, b.values, b.strengths, b.queries, b.dist2, b.factors, b.weights,
+                       b.totals, b.nearest, b.scales, g.grad_answer_hidden, g.grad_answer_reads, g.encoder_jacobians,
+                       g.answer_jacobians, g.head_output_grads, g.grad_gates, g.grad_outputs, g.grad_keys,
+                       g.grad_values, g.grad_strengths, layout.raw_size, layout.temperature_column(),
+                       layout.value_column, layout.strength_column, layout.eps, layout.temperature_floor);
+}
+
 }  // namespace
+
 
 // `native_move` on tensors, for tests: raw [N, raw], positions [N, d] and actions [N, e] (float64 or float32),
 // moved in place.
 void native_move_tensors(int64_t move_kind, const at::Tensor& raw, at::Tensor positions, at::Tensor actions,
-                         double small_angle_sq, double axis_softening, double key_softening) {
+                         const MoveConstants& move_constants) {
   TORCH_CHECK(move_kind == 0 || move_kind == 1, "lantm_loop: unknown move");
   for (const at::Tensor* tensor : std::initializer_list<const at::Tensor*>{&raw, &positions, &actions}) {
     TORCH_CHECK(tensor->dim() == 2 && tensor->is_contiguous() && tensor->scalar_type() == raw.scalar_type() &&
@@ -737,8 +834,7 @@ void native_move_tensors(int64_t move_kind, const at::Tensor& raw, at::Tensor po
   TORCH_CHECK(raw.size(1) == 2 * dim + 1 + move_kind && actions.size(1) == (move_kind == 0 ? dim : 4),
               "lantm_loop: native_move got raw outputs or actions of the wrong size");
   AT_DISPATCH_FLOATING_TYPES(raw.scalar_type(), "native_move", [&] {
-    const MoveConstants<scalar_t> constants{static_cast<scalar_t>(small_angle_sq),
-                                            static_cast<scalar_t>(axis_softening), static_cast<scalar_t>(key_softening)};
+    const TypedMoveConstants<scalar_t> constants(move_constants);
     for (int64_t n = 0; n < raw.size(0); ++n) {
       native_move<scalar_t>(move_kind, dim, raw.data_ptr<scalar_t>() + n * raw.size(1),
                             positions.data_ptr<scalar_t>() + n * dim, actions.data_ptr<scalar_t>() + n * actions.size(1),
@@ -748,14 +844,65 @@ void native_move_tensors(int64_t move_kind, const at::Tensor& raw, at::Tensor po
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  pybind11::class_<MoveConstants>(module, "MoveConstants")
+      .def(pybind11::init<>())
+      .def_readwrite("small_angle_sq", &MoveConstants::small_angle_sq)
+      .def_readwrite("axis_softening", &MoveConstants::axis_softening)
+      .def_readwrite("key_softening", &MoveConstants::key_softening)
+      .def_readwrite("half_angle_cos", &MoveConstants::half_angle_cos)
+      .def_readwrite("half_angle_sinc", &MoveConstants::half_angle_sinc);
+  pybind11::class_<LoopBuffers> buffers(module, "LoopBuffers");
+  buffers.def(pybind11::init<>());
+#define LIEMEM_FIELD(Struct, object, name) object.def_readwrite(#name, &Struct::name)
+  LIEMEM_FIELD(LoopBuffers, buffers, projected);
+  LIEMEM_FIELD(LoopBuffers, buffers, recurrent);
+  LIEMEM_FIELD(LoopBuffers, buffers, recurrent_weight);
+  LIEMEM_FIELD(LoopBuffers, buffers, step_weight);
+  LIEMEM_FIELD(LoopBuffers, buffers, step_bias);
+  LIEMEM_FIELD(LoopBuffers, buffers, outputs);
+  LIEMEM_FIELD(LoopBuffers, buffers, cells);
+  LIEMEM_FIELD(LoopBuffers, buffers, sigmoids);
+  LIEMEM_FIELD(LoopBuffers, buffers, candidates);
+  LIEMEM_FIELD(LoopBuffers, buffers, squashed);
+  LIEMEM_FIELD(LoopBuffers, buffers, keys);
+  LIEMEM_FIELD(LoopBuffers, buffers, values);
+  LIEMEM_FIELD(LoopBuffers, buffers, strengths);
+  LIEMEM_FIELD(LoopBuffers, buffers, queries);
+  LIEMEM_FIELD(LoopBuffers, buffers, dist2);
+  LIEMEM_FIELD(LoopBuffers, buffers, factors);
+  LIEMEM_FIELD(LoopBuffers, buffers, weights);
+  LIEMEM_FIELD(LoopBuffers, buffers, totals);
+  LIEMEM_FIELD(LoopBuffers, buffers, nearest);
+  LIEMEM_FIELD(LoopBuffers, buffers, scales);
+  pybind11::class_<LoopLayout> layout(module, "LoopLayout");
+  layout.def(pybind11::init<>());
+  LIEMEM_FIELD(LoopLayout, layout, input_length);
+  LIEMEM_FIELD(LoopLayout, layout, raw_size);
+  LIEMEM_FIELD(LoopLayout, layout, weighting);
+  LIEMEM_FIELD(LoopLayout, layout, weighting_column);
+  LIEMEM_FIELD(LoopLayout, layout, value_column);
+  LIEMEM_FIELD(LoopLayout, layout, strength_column);
+  LIEMEM_FIELD(LoopLayout, layout, eps);
+  LIEMEM_FIELD(LoopLayout, layout, weight_floor);
+  LIEMEM_FIELD(LoopLayout, layout, temperature_floor);
+  pybind11::class_<BackwardBuffers> grads(module, "BackwardBuffers");
+  grads.def(pybind11::init<>());
+  LIEMEM_FIELD(BackwardBuffers, grads, grad_answer_hidden);
+  LIEMEM_FIELD(BackwardBuffers, grads, grad_answer_reads);
+  LIEMEM_FIELD(BackwardBuffers, grads, encoder_jacobians);
+  LIEMEM_FIELD(BackwardBuffers, grads, answer_jacobians);
+  LIEMEM_FIELD(BackwardBuffers, grads, head_output_grads);
+  LIEMEM_FIELD(BackwardBuffers, grads, grad_gates);
+  LIEMEM_FIELD(BackwardBuffers, grads, grad_outputs);
+  LIEMEM_FIELD(BackwardBuffers, grads, grad_keys);
+  LIEMEM_FIELD(BackwardBuffers, grads, grad_values);
+  LIEMEM_FIELD(BackwardBuffers, grads, grad_strengths);
+#undef LIEMEM_FIELD
   pybind11::class_<ForwardLoop>(module, "ForwardLoop")
-      .def(pybind11::init<int64_t, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                          at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                          at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t,
-                          int64_t, int64_t, int64_t, double, double, double>())
+      .def(pybind11::init<const LoopBuffers&, const LoopLayout&>())
       .def("control", &ForwardLoop::control)
       .def("read_write", &ForwardLoop::read_write)
       .def("run", &ForwardLoop::run);
   module.def("native_move", &native_move_tensors);
-  module.def("backward_loop", &backward_loop);
+  module.def("backward", &backward);
 }

@@ -7,17 +7,17 @@ compiled, SE(2)'s makes 43 and runs 1.7 times faster), and not when it makes a c
 translation's 24: 25 against 23 microseconds). `worth_compiling` counts the calls; `CompiledOrEager` compiles
 on its first call and falls back to the eager function, with one warning, if compiling fails.
 
-Everything here is off when `liemem.native.enabled()` is false (`LIEMEM_COMPILE=0`, `liemem train --no-compile`).
+Everything here is off when the engine's switch turns compiling off (`LIEMEM_ENGINE=no-compile`, `liemem train
+--no-compile`; see `liemem.engine.plan`).
 """
 
 from __future__ import annotations
 
+import types
 import warnings
 
 import torch
 from torch.overrides import TorchFunctionMode
-
-from .heads import HeadState
 
 # Below this many tensor function calls, a compiled call costs about what an eager one does.
 MIN_OPERATIONS = 32
@@ -55,6 +55,23 @@ def bucket_rows(rows: int) -> int:
     return max(MIN_BUCKET, 1 << max(rows - 1, 0).bit_length())
 
 
+def own_code(function):
+    """`function` (a plain function or a bound method) running on a copy of its code object.
+
+    torch.compile keeps its graphs, and counts recompilations against a limit past which it silently runs eagerly,
+    per code object. Every model's `heads.move` shares one code object, so a process that trains many models (a
+    suite, a seed study) would use up the limit within a few runs. A copy gives each compiled function a cache of
+    its own, without resetting what the rest of the process has compiled (`torch.compiler.reset()` would).
+    """
+    bound_to = getattr(function, "__self__", None)
+    plain = getattr(function, "__func__", function)
+    copy = types.FunctionType(
+        plain.__code__.replace(), plain.__globals__, plain.__name__, plain.__defaults__, plain.__closure__
+    )
+    copy.__kwdefaults__, copy.__qualname__ = plain.__kwdefaults__, plain.__qualname__
+    return types.MethodType(copy, bound_to) if bound_to is not None else copy
+
+
 class CompiledOrEager:
     """`function` compiled by `torch.compile` (static shapes: one graph per shape it meets), or, once compiling
     has failed, `function` itself.
@@ -68,7 +85,7 @@ class CompiledOrEager:
 
     def __init__(self, function, what: str, dynamic: bool = False, pad_rows: bool = False):
         self.function, self.what, self.pad_rows = function, what, pad_rows
-        self.compiled = torch.compile(function, dynamic=dynamic)
+        self.compiled = torch.compile(own_code(function), dynamic=dynamic)
 
     def __call__(self, *args):
         if self.compiled is not None and self.pad_rows:
@@ -90,26 +107,3 @@ class CompiledOrEager:
                 warnings.warn(message, RuntimeWarning, stacklevel=3)
                 self.compiled = None
         return self.function(*args)
-
-
-def move_jacobian(heads):
-    """A function of N movements' inputs, raw outputs `[N, raw]`, positions `[N, key_dim]` and actions
-    `[N, *element_shape]`, giving each movement's Jacobian `[N, outputs, inputs]`: outputs the new position (and
-    action, with action interpolation), inputs laid out (raw | position [| action]), as `lantm_loop` takes them.
-
-    It differentiates `heads.move` one movement at a time, vectorised over N (`torch.func`), which compiles into
-    a few fused loops where autograd's batched backward pass runs a hundred operations."""
-    with_action = heads.action_interpolation
-
-    def one(raw, position, action):
-        moved = heads.move(raw[None, None], HeadState(position[None, None], action[None, None]))
-        if not with_action:
-            return moved.position[0, 0]
-        return torch.cat((moved.position[0, 0], moved.action[0, 0].flatten()))
-
-    jacobians = torch.func.vmap(torch.func.jacrev(one, argnums=(0, 1, 2) if with_action else (0, 1)))
-
-    def jacobian(raw, position, action):
-        return torch.cat([part.flatten(2) for part in jacobians(raw, position, action)], dim=-1)
-
-    return jacobian

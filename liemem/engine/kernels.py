@@ -1,0 +1,149 @@
+"""The kernels backend of a recurrence: `tensor_ops`' algorithm on compiled CPU kernels (`native`).
+
+A forward step is a call for the controller, the group's `move` (in Python, as a user wrote it, or compiled),
+and a call for the read and the write, on a `ForwardLoop` that holds the sequence's buffers; with a built-in move
+(a group that declares one, `LieGroup.kernel_move`) the whole forward pass is one call. The whole backward pass
+is one call, given the heads' Jacobians from `replay.HeadsReplay`. The kernels take their buffers and settings
+as named structs (`LoopBuffers`, `LoopLayout`, `BackwardBuffers`, `MoveConstants`), filled in here by name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from groups import numerics
+from manifolds.sphere import KEY_SOFTENING
+
+from .. import weighting
+from ..heads import HeadState
+from . import native, replay
+from .buffers import ForwardRun, LoopGrads, LoopInputs
+from .plan import kernel_move_code, weighting_code
+from .tensor_ops import move_function
+
+
+def move_constants(kernels, dtype: torch.dtype):
+    """The groups' numerical constants for `dtype`, as the kernels' built-in moves take them."""
+    constants = kernels.MoveConstants()
+    constants.small_angle_sq = numerics.SMALL_ANGLE_SQ.get(dtype, 1e-3)
+    constants.axis_softening = numerics.AXIS_SOFTENING
+    constants.key_softening = KEY_SOFTENING
+    constants.half_angle_cos = list(numerics.HALF_ANGLE_COS)
+    constants.half_angle_sinc = list(numerics.HALF_ANGLE_SINC)
+    return constants
+
+
+def layout(kernels, model, input_length: int, dtype: torch.dtype):
+    """Where the step projection's parts start, and the read's weighting and constants."""
+    raw_columns, weighting_columns, width, _ = model._sizes
+    result = kernels.LoopLayout()
+    result.input_length, result.raw_size = input_length, model.heads.raw_size
+    result.weighting = weighting_code(model.weighting.name)
+    result.weighting_column = raw_columns if weighting_columns else -1
+    result.value_column = raw_columns + weighting_columns
+    result.strength_column = result.value_column + width
+    result.eps = weighting.inverse_square_eps(dtype)
+    result.weight_floor, result.temperature_floor = weighting.WEIGHT_FLOOR, weighting.TEMPERATURE_FLOOR
+    return result
+
+
+def loop_buffers(kernels, inputs: LoopInputs, input_length: int):
+    """A `LoopBuffers` for one sequence: the inputs, and empty buffers for what the loop computes and keeps."""
+    projected, recurrent_weight, step_weight, step_bias, hidden, cell, read, _, key, value, strength = inputs
+    steps, batch = projected.shape[:2]
+    width, size, key_dim, slots = read.shape[-1], hidden.shape[-1], key.shape[-1], input_length + 1
+    new = projected.new_empty
+    b = kernels.LoopBuffers()
+    b.projected, b.recurrent_weight = projected.contiguous(), recurrent_weight.contiguous()
+    b.step_weight, b.step_bias = step_weight.contiguous(), step_bias.contiguous()
+    b.recurrent = new(steps + 1, batch, width + size)
+    b.recurrent[0, :, :width], b.recurrent[0, :, width:] = read, hidden
+    b.outputs = new(steps, batch, step_weight.shape[0])
+    b.cells = new(steps + 1, batch, size)
+    b.cells[0] = cell
+    b.sigmoids, b.candidates, b.squashed = new(steps, batch, 3 * size), new(steps, batch, size), new(steps, batch, size)
+    # Slots along the last axis, so that the kernels' loops over slots run over contiguous memory.
+    b.keys, b.values, b.strengths = new(batch, key_dim, slots), new(batch, width, slots), new(batch, 1, slots)
+    b.keys[..., 0], b.values[..., 0], b.strengths[..., 0] = key, value, strength.unsqueeze(-1)
+    b.queries = new(steps, batch, key_dim)
+    b.dist2, b.factors, b.weights = new(steps, batch, slots), new(steps, batch, slots), new(steps, batch, slots)
+    b.totals, b.scales = new(steps, batch), new(steps, batch)
+    b.nearest = torch.empty(steps, batch, dtype=torch.long, device=projected.device)
+    return b
+
+
+def forward(ctx, model, plan, input_length: int, differentiable: bool, inputs: LoopInputs) -> ForwardRun:
+    """The forward loop on the kernels. Keeps in `ctx` what `backward` needs."""
+    kernels = native.lantm_loop()
+    steps, batch = inputs.projected.shape[:2]
+    width, key_dim = inputs.read.shape[-1], inputs.key.shape[-1]
+    group = model.heads.group
+    buffers = loop_buffers(kernels, inputs, input_length)
+    ctx.kernels, ctx.buffers = kernels, buffers
+    ctx.layout = layout(kernels, model, input_length, inputs.projected.dtype)
+    loop = kernels.ForwardLoop(buffers, ctx.layout)
+    if plan.move == "built-in":
+        new = inputs.projected.new_empty
+        position_log = new(steps, batch, 2, key_dim)
+        action_log = new(steps, batch, 2, math.prod(group.element_shape))
+        constants = move_constants(kernels, inputs.projected.dtype)
+        loop.run(kernel_move_code(model), inputs.positions, position_log, action_log, constants)
+        encoder = HeadState(position_log[:input_length], action_log[:input_length])
+        answer = HeadState(position_log[input_length:, :, :1], action_log[input_length:, :, :1])
+        states_before = encoder, answer
+    else:
+        move = move_function(model, plan)
+        steps_before = _forward_steps(loop, move, inputs.positions, group, input_length, steps)
+        states_before = replay.stacked_states(steps_before, input_length) if differentiable else None
+    recurrent = buffers.recurrent
+    answers = recurrent[input_length + 1 :]
+    return ForwardRun(
+        recurrent, buffers.outputs, states_before, answers[..., width:].clone(), answers[..., :width].clone()
+    )
+
+
+def _forward_steps(loop, move, positions, group, input_length: int, steps: int) -> list[HeadState]:
+    """The forward loop with the group's Python `move` between the kernels' calls; returns each step's head states
+    before it moved."""
+    control, read_write = loop.control, loop.read_write
+    states_before = []
+    with torch.inference_mode():
+        heads = HeadState.start(positions, group)
+        for t in range(steps):
+            raw = control(t)
+            states_before.append(heads)
+            heads = move(raw, heads)
+            read_write(t, heads.position)
+            if t + 1 == input_length:  # the answer phase moves the read head only
+                heads = heads.read_head()
+    return states_before
+
+
+def backward(ctx, saved, grad_answer_hidden, grad_answer_reads) -> LoopGrads:
+    """The reverse loop on the kernels, in one call."""
+    recurrent, outputs, recurrent_weight, _ = saved
+    buffers, heads_replay = ctx.buffers, ctx.replay
+    g = ctx.kernels.BackwardBuffers()
+    g.grad_answer_hidden, g.grad_answer_reads = grad_answer_hidden, grad_answer_reads
+    g.encoder_jacobians, g.answer_jacobians = heads_replay.encoder, heads_replay.answer
+    output_grads = heads_replay.output_grads
+    g.head_output_grads = outputs.new_empty(0) if output_grads is None else output_grads.view(len(output_grads), -1)
+    g.grad_gates = recurrent.new_empty(*outputs.shape[:2], recurrent_weight.shape[0])
+    g.grad_outputs = torch.zeros_like(outputs)
+    g.grad_keys, g.grad_values = torch.zeros_like(buffers.keys), torch.zeros_like(buffers.values)
+    g.grad_strengths = torch.zeros_like(buffers.strengths)
+    with torch.inference_mode():
+        grad_hidden, grad_cell, grad_read, grad_heads = ctx.kernels.backward(buffers, ctx.layout, g)
+    return LoopGrads(
+        gates=g.grad_gates,
+        outputs=g.grad_outputs,
+        hidden=grad_hidden,
+        cell=grad_cell,
+        read=grad_read,
+        positions=grad_heads[..., : buffers.keys.shape[1]].clone(),
+        key=g.grad_keys[..., 0],
+        value=g.grad_values[..., 0],
+        strength=g.grad_strengths[:, 0, 0],
+    )
