@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 
 import pytest
 import torch
-from torch.utils import cpp_extension
 
 TOLERANCE = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-4, atol=2e-4)}
 DTYPES = (torch.float32, torch.float64)
@@ -52,7 +52,8 @@ def require_compiled_kernels():
 
     if not native.enabled():
         pytest.skip(f"compiled kernels are turned off ({SWITCH})")
-    if shutil.which(os.environ.get("CXX", "c++")) is None or not cpp_extension.is_ninja_available():
+    scripts = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    if shutil.which(os.environ.get("CXX", "c++")) is None or shutil.which("ninja", path=scripts) is None:
         pytest.skip("no C++ compiler or no ninja: the compiled kernels cannot be built here")
     kernels = native.lantm_loop()
     assert kernels is not None, "a C++ compiler and ninja are installed, but the loop kernels did not build"

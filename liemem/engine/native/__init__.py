@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import pathlib
 import platform
 import sys
@@ -56,6 +57,18 @@ def _processor() -> str:
         return f"{platform.machine()} {platform.processor()}"
 
 
+@contextlib.contextmanager
+def _scripts_on_path():
+    """The interpreter's scripts directory first on PATH while building: pip installs ninja, a dependency, there,
+    and torch's builder looks for it on PATH, which holds that directory only in an activated environment."""
+    before = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), before])
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = before
+
+
 @functools.cache
 def _build():
     import torch
@@ -77,13 +90,14 @@ def _build():
         directory.mkdir(parents=True, exist_ok=True)
         if not any(directory.glob(f"{name}*.so")):
             print(f"liemem: compiling the loop kernels for this machine (once; cached in {directory})", file=sys.stderr)
-        return cpp_extension.load(
-            name=name,
-            sources=[str(_SOURCE)],
-            build_directory=str(directory),
-            extra_cflags=list(_FLAGS),
-            verbose=False,
-        )
+        with _scripts_on_path():
+            return cpp_extension.load(
+                name=name,
+                sources=[str(_SOURCE)],
+                build_directory=str(directory),
+                extra_cflags=list(_FLAGS),
+                verbose=False,
+            )
     except Exception as error:  # no compiler, no ninja, a read-only cache: the tensor-operation loop still works
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         with contextlib.suppress(OSError):  # a read-only cache: then each process reports it

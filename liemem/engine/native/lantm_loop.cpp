@@ -26,8 +26,8 @@ namespace {
 // still loads this module, which then falls back to ATen's matrix product.
 extern "C" {
 void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
-            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
-            const int* ldc) __attribute__((weak));
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c, const int* ldc)
+    __attribute__((weak));
 void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
             const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
             const int* ldc) __attribute__((weak));
@@ -37,8 +37,8 @@ void dgemm_(const char* transa, const char* transb, const int* m, const int* n, 
 // (row stride ldb), or, if `b_transposed`, [n, k], used as its transpose. Called on raw rows of the loop's
 // buffers, so that a step's products cost no tensor views and no dispatch.
 template <typename T>
-void matmul(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, bool b_transposed,
-            T* c, int64_t ldc, bool accumulate) {
+void matmul(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, bool b_transposed, T* c,
+            int64_t ldc, bool accumulate) {
   const T one = 1, beta = accumulate ? T(1) : T(0);
   // Column-major BLAS sees each row-major matrix as its transpose: C^T = op(B)^T A^T.
   const int mm = static_cast<int>(n), nn = static_cast<int>(m), kk = static_cast<int>(k);
@@ -88,9 +88,9 @@ void check_size(const at::Tensor& tensor, const char* name, int64_t dim, int64_t
 // The groups' numerical constants that the built-in moves use, set by name from Python (groups.numerics and
 // manifolds.Sphere), so that a kernel and the Python it mirrors share one source.
 struct MoveConstants {
-  double small_angle_sq = 0;  // below this squared angle, the Taylor series of the quaternion exponential
-  double axis_softening = 0;  // the rotation axis is raw / sqrt(|raw|^2 + softening^2)
-  double key_softening = 0;   // keys and mixed positions are x / sqrt(|x|^2 + softening^2)
+  double small_angle_sq = 0;            // below this squared angle, the Taylor series of the quaternion exponential
+  double axis_softening = 0;            // the rotation axis is raw / sqrt(|raw|^2 + softening^2)
+  double key_softening = 0;             // keys and mixed positions are x / sqrt(|x|^2 + softening^2)
   std::vector<double> half_angle_cos;   // cos(theta / 2) as a series in theta^2, lowest order first
   std::vector<double> half_angle_sinc;  // sin(theta / 2) / theta likewise
 };
@@ -99,8 +99,10 @@ struct MoveConstants {
 template <typename T>
 struct TypedMoveConstants {
   explicit TypedMoveConstants(const MoveConstants& c)
-      : small_angle_sq(static_cast<T>(c.small_angle_sq)), axis_softening(static_cast<T>(c.axis_softening)),
-        key_softening(static_cast<T>(c.key_softening)), half_angle_cos(c.half_angle_cos.begin(), c.half_angle_cos.end()),
+      : small_angle_sq(static_cast<T>(c.small_angle_sq)),
+        axis_softening(static_cast<T>(c.axis_softening)),
+        key_softening(static_cast<T>(c.key_softening)),
+        half_angle_cos(c.half_angle_cos.begin(), c.half_angle_cos.end()),
         half_angle_sinc(c.half_angle_sinc.begin(), c.half_angle_sinc.end()) {
     TORCH_CHECK(!half_angle_cos.empty() && !half_angle_sinc.empty(), "lantm_loop: MoveConstants has no series");
   }
@@ -219,8 +221,8 @@ struct LoopBuffers {
 // (liemem.weighting).
 struct LoopLayout {
   int64_t input_length = 0;
-  int64_t raw_size = 0;  // one head's raw outputs; both heads' come first in the projection
-  int64_t weighting = 0;  // 0: inverse square, 1: softmax (liemem.engine.plan.BACKEND_WEIGHTINGS["kernels"])
+  int64_t raw_size = 0;           // one head's raw outputs; both heads' come first in the projection
+  int64_t weighting = 0;          // 0: inverse square, 1: softmax (liemem.engine.plan.BACKEND_WEIGHTINGS["kernels"])
   int64_t weighting_column = -1;  // the softmax's temperature
   int64_t value_column = 0;
   int64_t strength_column = 0;
@@ -246,32 +248,36 @@ struct BackwardBuffers {
 };
 
 // The forward loop of one sequence: a time step is `control(t)`, the group's move (in Python), and
-// `read_write(t, positions)`; or, for a move built in here, `run` takes every step in one call. The caller allocates every buffer; the loop checks them once, here, and each step
-// then reaches its rows through raw pointers. Row t of each [T, ...] buffer belongs to step t: `recurrent` row t
-// is step t's recurrent input [r_{t-1}; h_{t-1}] (row 0 the initial state), `cells` row t the cell before it,
-// `outputs` row t the projection of h_t; `sigmoids`, `candidates` and `squashed` (tanh of the new cell) are the
-// LSTM's saved activations. The read at step t keeps, per sample, its query, every slot's squared distance and
-// kernel factor, the weights, their normaliser, the nearest slot and (softmax) 1 / temperature.
+// `read_write(t, positions)`; or, for a move built in here, `run` takes every step in one call. The caller allocates
+// every buffer; the loop checks them once, here, and each step then reaches its rows through raw pointers. Row t of
+// each [T, ...] buffer belongs to step t: `recurrent` row t is step t's recurrent input [r_{t-1}; h_{t-1}] (row 0 the
+// initial state), `cells` row t the cell before it, `outputs` row t the projection of h_t; `sigmoids`, `candidates` and
+// `squashed` (tanh of the new cell) are the LSTM's saved activations. The read at step t keeps, per sample, its query,
+// every slot's squared distance and kernel factor, the weights, their normaliser, the nearest slot and (softmax) 1 /
+// temperature.
 class ForwardLoop {
  public:
-  ForwardLoop(const LoopBuffers& b, const LoopLayout& layout)
-      : ForwardLoop(layout.input_length, b.projected, b.recurrent, b.recurrent_weight, b.step_weight, b.step_bias,
-                    b.outputs, b.cells, b.sigmoids, b.candidates, b.squashed, b.keys, b.values, b.strengths, b.queries,
-                    b.dist2, b.factors, b.weights, b.totals, b.nearest, b.scales, layout.raw_size,
-                    layout.temperature_column(), layout.value_column, layout.strength_column, layout.eps,
-                    layout.weight_floor, layout.temperature_floor) {}
-
- private:
-  ForwardLoop(int64_t input_length, at::Tensor projected, at::Tensor recurrent, at::Tensor recurrent_weight,
-              at::Tensor step_weight, at::Tensor step_bias, at::Tensor outputs, at::Tensor cells, at::Tensor sigmoids,
-              at::Tensor candidates, at::Tensor squashed, at::Tensor keys, at::Tensor values, at::Tensor strengths,
-              at::Tensor queries, at::Tensor dist2, at::Tensor factors, at::Tensor weights, at::Tensor totals,
-              at::Tensor nearest, at::Tensor scales, int64_t raw_size, int64_t temperature_column,
-              int64_t value_column, int64_t strength_column, double eps, double weight_floor,
-              double temperature_floor)
-      : input_length_(input_length), raw_size_(raw_size), temperature_column_(temperature_column),
-        value_column_(value_column), strength_column_(strength_column), eps_(eps), weight_floor_(weight_floor),
-        temperature_floor_(temperature_floor) {
+  ForwardLoop(const LoopBuffers& buffers, const LoopLayout& layout)
+      : input_length_(layout.input_length),
+        raw_size_(layout.raw_size),
+        temperature_column_(layout.temperature_column()),
+        value_column_(layout.value_column),
+        strength_column_(layout.strength_column),
+        eps_(layout.eps),
+        weight_floor_(layout.weight_floor),
+        temperature_floor_(layout.temperature_floor) {
+    const int64_t input_length = layout.input_length, raw_size = layout.raw_size;
+    const int64_t temperature_column = layout.temperature_column(), value_column = layout.value_column;
+    const int64_t strength_column = layout.strength_column;
+    // Handles to the buffers (not copies of their data), named as the checks below name them.
+    at::Tensor projected = buffers.projected, recurrent = buffers.recurrent,
+               recurrent_weight = buffers.recurrent_weight;
+    at::Tensor step_weight = buffers.step_weight, step_bias = buffers.step_bias, outputs = buffers.outputs;
+    at::Tensor cells = buffers.cells, sigmoids = buffers.sigmoids, candidates = buffers.candidates;
+    at::Tensor squashed = buffers.squashed, keys = buffers.keys, values = buffers.values;
+    at::Tensor strengths = buffers.strengths, queries = buffers.queries, dist2 = buffers.dist2;
+    at::Tensor factors = buffers.factors, weights = buffers.weights, totals = buffers.totals;
+    at::Tensor nearest = buffers.nearest, scales = buffers.scales;
     const at::Tensor& like = projected;
     TORCH_CHECK(like.scalar_type() == at::kFloat || like.scalar_type() == at::kDouble,
                 "lantm_loop: the loop runs in float32 or float64, not ", like.scalar_type());
@@ -326,9 +332,9 @@ class ForwardLoop {
                     nearest.size(0) == steps_ && nearest.size(1) == batch_,
                 "lantm_loop: nearest must be contiguous int64 [steps, batch]");
     // Held so that the raw pointers below stay valid for the loop's life.
-    tensors_ = {projected, recurrent, recurrent_weight, step_weight, step_bias, outputs, cells, sigmoids,
-                candidates, squashed, keys, values, strengths, queries, dist2, factors, weights, totals, nearest,
-                scales};
+    tensors_ = {projected, recurrent,  recurrent_weight, step_weight, step_bias, outputs,   cells,
+                sigmoids,  candidates, squashed,         keys,        values,    strengths, queries,
+                dist2,     factors,    weights,          totals,      nearest,   scales};
     gates_ = at::empty({batch_, 4 * size_}, like.options());
     // Per-step views for the elementwise activations, which run on ATen's vectorised functions; made once.
     for (int64_t t = 0; t < steps_; ++t) {
@@ -347,7 +353,6 @@ class ForwardLoop {
     gate_candidates_ = gates_.narrow(1, 3 * size_, size_);
   }
 
- public:
   // Step t's controller: h_t and its projection. Returns the heads' raw outputs [B, heads, raw] (both heads
   // while writing, the read head after).
   at::Tensor control(int64_t t) {
@@ -369,7 +374,7 @@ class ForwardLoop {
     AT_DISPATCH_FLOATING_TYPES(gates_.scalar_type(), "read_write", [&] { read_write_step<scalar_t>(t, positions); });
   }
 
- // The whole sequence, with a move built in (see `native_move`) instead of the group's Python: `positions`
+  // The whole sequence, with a move built in (see `native_move`) instead of the group's Python: `positions`
   // [B, 2, d] are the heads' starting positions; `position_log` [T, B, 2, d] and `action_log` [T, B, 2, e]
   // receive each step's head states before it moved (from the answer phase on, head 0 only).
   void run(int64_t move_kind, const at::Tensor& positions, at::Tensor position_log, at::Tensor action_log,
@@ -433,8 +438,26 @@ class ForwardLoop {
   }
 
   enum Buffer {
-    kProjected, kRecurrent, kRecurrentWeight, kStepWeight, kStepBias, kOutputs, kCells, kSigmoids, kCandidates,
-    kSquashed, kKeys, kValues, kStrengths, kQueries, kDist2, kFactors, kWeights, kTotals, kNearest, kScales,
+    kProjected,
+    kRecurrent,
+    kRecurrentWeight,
+    kStepWeight,
+    kStepBias,
+    kOutputs,
+    kCells,
+    kSigmoids,
+    kCandidates,
+    kSquashed,
+    kKeys,
+    kValues,
+    kStrengths,
+    kQueries,
+    kDist2,
+    kFactors,
+    kWeights,
+    kTotals,
+    kNearest,
+    kScales,
   };
 
   template <typename T>
@@ -445,8 +468,8 @@ class ForwardLoop {
     std::copy(projected, projected + batch * 4 * size, gates);
     T* recurrent = data<T>(kRecurrent);
     const T* recurrent_row = recurrent + t * batch * recurrent_size;
-    matmul<T>(batch, 4 * size, recurrent_size, recurrent_row, recurrent_size, data<T>(kRecurrentWeight),
-              recurrent_size, true, gates, 4 * size, true);
+    matmul<T>(batch, 4 * size, recurrent_size, recurrent_row, recurrent_size, data<T>(kRecurrentWeight), recurrent_size,
+              true, gates, 4 * size, true);
     at::sigmoid_out(sigmoid_rows_[t], gate_sigmoids_);
     at::tanh_out(candidate_rows_[t], gate_candidates_);
     const T* s = data<T>(kSigmoids) + t * batch * 3 * size;
@@ -570,254 +593,301 @@ class ForwardLoop {
   at::Tensor gates_, gate_sigmoids_, gate_candidates_;
 };
 
-// The whole backward pass through time, in reverse, for what `controller_step` and `read_write_step` computed;
-// the heads' movements are differentiated through their Jacobians, taken beforehand by the caller:
-// `encoder_jacobians` [L, B, 2, out, in] for the input steps' two heads, `answer_jacobians` [A, B, 1, out, in]
-// for the answer steps' read head, with inputs laid out (raw output | state before) and out the state's size.
-// Fills `grad_gates` [T, B, 4H], `grad_outputs` [T, B, P] and the memory's gradients (all zero on entry), and
-// `head_output_grads` [N, out] if defined (each movement's output gradient, for the group's parameters).
-// Returns the gradients of the initial hidden state, cell, read vector and head states.
-std::vector<at::Tensor> backward_loop(
-    int64_t input_length, const at::Tensor& recurrent_weight, const at::Tensor& step_weight, const at::Tensor& outputs,
-    const at::Tensor& sigmoids, const at::Tensor& candidates, const at::Tensor& cells, const at::Tensor& squashed,
-    const at::Tensor& keys, const at::Tensor& values, const at::Tensor& strengths, const at::Tensor& queries,
-    const at::Tensor& dist2, const at::Tensor& factors, const at::Tensor& weights, const at::Tensor& totals,
-    const at::Tensor& nearest, const at::Tensor& scales, const at::Tensor& grad_answer_hidden,
-    const at::Tensor& grad_answer_reads, const at::Tensor& encoder_jacobians, const at::Tensor& answer_jacobians,
-    at::Tensor head_output_grads, at::Tensor grad_gates, at::Tensor grad_outputs, at::Tensor grad_keys,
-    at::Tensor grad_values, at::Tensor grad_strengths, int64_t raw_size, int64_t temperature_column,
-    int64_t value_column, int64_t strength_column, double eps, double temperature_floor) {
-  const int64_t steps = outputs.size(0), batch = outputs.size(1), size = cells.size(2);
-  const int64_t width = values.size(1), dim = keys.size(1), capacity = values.size(2);
-  const int64_t out_size = encoder_jacobians.size(3), input_size = encoder_jacobians.size(4);
-  const int64_t projection = outputs.size(2);
-  const bool softmax = temperature_column >= 0;
-  const bool track_heads = head_output_grads.numel() > 0;
-  for (const at::Tensor* tensor : std::initializer_list<const at::Tensor*>{&recurrent_weight, &step_weight, &outputs, &sigmoids, &candidates, &cells, &squashed, &keys, &values, &strengths,
-                             &queries, &dist2, &factors, &weights, &totals, &nearest, &scales, &encoder_jacobians,
-                             &answer_jacobians, &grad_gates, &grad_outputs, &grad_keys, &grad_values,
-                             &grad_strengths}) {
-    TORCH_CHECK(tensor->is_contiguous(), "lantm_loop: backward_loop needs contiguous buffers");
-  }
-  TORCH_CHECK(input_size == raw_size + out_size, "lantm_loop: Jacobians must be [out, raw + out]");
-  TORCH_CHECK(!track_heads || head_output_grads.is_contiguous(), "lantm_loop: head_output_grads not contiguous");
-  auto answer_hidden = grad_answer_hidden.contiguous(), answer_reads = grad_answer_reads.contiguous();
-  auto grad_recurrent = at::zeros({batch, width + size}, outputs.options());
-  auto grad_hidden = grad_recurrent.narrow(1, width, size);
-  auto grad_cell = at::zeros({batch, size}, outputs.options());
-  auto grad_heads = at::zeros({batch, 2, out_size}, outputs.options());
-  // A generic lambda rather than AT_DISPATCH: pragmas cannot stand inside a macro's arguments.
-  auto run = [&](auto zero) {
-    using T = decltype(zero);
-    const T* output_data = outputs.data_ptr<T>();
-    const T* step_weight_data = step_weight.data_ptr<T>();
-    const T* recurrent_weight_data = recurrent_weight.data_ptr<T>();
-    const T* key_data = keys.data_ptr<T>();
-    const T* value_data = values.data_ptr<T>();
-    const T* strength_data = strengths.data_ptr<T>();
-    T* __restrict__ grad_key_data = grad_keys.data_ptr<T>();
-    T* __restrict__ grad_value_data = grad_values.data_ptr<T>();
-    T* __restrict__ grad_strength_data = grad_strengths.data_ptr<T>();
-    T* __restrict__ grad_output_data = grad_outputs.data_ptr<T>();
-    T* __restrict__ grad_gate_data = grad_gates.data_ptr<T>();
-    T* __restrict__ grad_recurrent_data = grad_recurrent.data_ptr<T>();
-    T* __restrict__ grad_cell_data = grad_cell.data_ptr<T>();
-    T* __restrict__ grad_head_data = grad_heads.data_ptr<T>();
-    T* tracked = track_heads ? head_output_grads.data_ptr<T>() : nullptr;
-    const T* dist2_data = dist2.data_ptr<T>();
-    const T* factor_data = factors.data_ptr<T>();
-    const T* weight_data = weights.data_ptr<T>();
-    const T* query_data = queries.data_ptr<T>();
-    const T* total_data = totals.data_ptr<T>();
-    const int64_t* nearest_data = nearest.data_ptr<int64_t>();
-    const T* scale_data = scales.data_ptr<T>();
-    const T* answer_hidden_data = answer_hidden.data_ptr<T>();
-    const T* answer_read_data = answer_reads.data_ptr<T>();
-    const T* encoder_jacobian_data = encoder_jacobians.data_ptr<T>();
-    const T* answer_jacobian_data = answer_jacobians.data_ptr<T>();
-    const T* sigmoid_data = sigmoids.data_ptr<T>();
-    const T* candidate_data = candidates.data_ptr<T>();
-    const T* cell_data = cells.data_ptr<T>();
-    const T* squashed_data = squashed.data_ptr<T>();
-    const T e = static_cast<T>(eps);
-    const T scale_ceiling = T(1) / static_cast<T>(temperature_floor);
+// The whole backward pass through time, in reverse, for what `control_step` and `read_write_rows` computed. It
+// runs in the phases of `backward` in liemem/engine/tensor_ops.py: for each step, per sample, the answer's
+// incoming gradients, the read (`read`), the write before it in the forward pass (`write`) and the heads' moves
+// (`moves`); then, for the whole batch, the step projection and the LSTM cell (`controller`). The moves are
+// differentiated through their Jacobians, taken beforehand by the caller: `encoder_jacobians` [L, B, 2, out, in]
+// for the input steps' two heads, `answer_jacobians` [A, B, 1, out, in] for the answer steps' read head, with
+// inputs laid out (raw output | state before) and out the state's size. Fills `grad_gates`, `grad_outputs` and
+// the memory's gradients (all zero on entry), and `head_output_grads` if defined (each move's output gradient,
+// for the group's parameters).
+template <typename T>
+class BackwardLoop {
+ public:
+  BackwardLoop(const LoopBuffers& b, const LoopLayout& layout, const BackwardBuffers& g)
+      : layout_(layout),
+        steps_(b.outputs.size(0)),
+        batch_(b.outputs.size(1)),
+        size_(b.cells.size(2)),
+        width_(b.values.size(1)),
+        dim_(b.keys.size(1)),
+        capacity_(b.values.size(2)),
+        projection_(b.outputs.size(2)),
+        out_size_(g.encoder_jacobians.size(3)),
+        input_size_(g.encoder_jacobians.size(4)),
+        softmax_(layout.temperature_column() >= 0),
+        eps_(static_cast<T>(layout.eps)),
+        scale_ceiling_(T(1) / static_cast<T>(layout.temperature_floor)) {
+    for (const at::Tensor* tensor :
+         {&b.recurrent_weight, &b.step_weight, &b.outputs,      &b.sigmoids,  &b.candidates,  &b.cells,
+          &b.squashed,         &b.keys,        &b.values,       &b.strengths, &b.queries,     &b.dist2,
+          &b.factors,          &b.weights,     &b.totals,       &b.nearest,   &b.scales,      &g.encoder_jacobians,
+          &g.answer_jacobians, &g.grad_gates,  &g.grad_outputs, &g.grad_keys, &g.grad_values, &g.grad_strengths}) {
+      TORCH_CHECK(tensor->is_contiguous(), "lantm_loop: the backward pass needs contiguous buffers");
+    }
+    TORCH_CHECK(input_size_ == layout.raw_size + out_size_, "lantm_loop: Jacobians must be [out, raw + out]");
+    const bool track_heads = g.head_output_grads.numel() > 0;
+    TORCH_CHECK(!track_heads || g.head_output_grads.is_contiguous(), "lantm_loop: head_output_grads not contiguous");
+    answer_hidden_ = g.grad_answer_hidden.contiguous();
+    answer_reads_ = g.grad_answer_reads.contiguous();
+    const auto options = b.outputs.options();
+    grad_recurrent_ = at::zeros({batch_, width_ + size_}, options);
+    grad_cell_ = at::zeros({batch_, size_}, options);
+    grad_heads_ = at::zeros({batch_, 2, out_size_}, options);
     // Scratch rows from torch's allocator, which aligns every buffer to 64 bytes, not std::vector's heap memory.
     // The sums below are vectorised (-fassociative-math), and the compiler may peel a few iterations up to an
     // alignment boundary: on memory whose alignment changes from run to run, each run would split the sums
     // differently, and two runs of the same seed would part after a few dozen steps.
-    const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-    at::Tensor scratch = at::zeros({2 * capacity + input_size}, options);
-    T* grad_weight = scratch.data_ptr<T>();
-    T* minus_grad_dist2 = grad_weight + capacity;
-    T* moved = minus_grad_dist2 + capacity;
-    for (int64_t t = steps - 1; t >= 0; --t) {
-      const bool writing = t < input_length;
-      const int64_t slots = writing ? t + 1 : input_length + 1;
-      const int64_t heads = writing ? 2 : 1;
-      const int64_t saved = t * batch * capacity;  // row t of the [T, B, S] buffers
-      T* grad_output = grad_output_data + t * batch * projection;
-      const T* output = output_data + t * batch * projection;
-      const T* jacobians = writing ? encoder_jacobian_data + t * batch * 2 * out_size * input_size
-                                   : answer_jacobian_data + (t - input_length) * batch * out_size * input_size;
-      for (int64_t b = 0; b < batch; ++b) {
-        T* grad_read = grad_recurrent_data + b * (width + size);
-        T* grad_hidden_row = grad_read + width;
-        if (!writing) {
-          const T* hidden_in = answer_hidden_data + ((t - input_length) * batch + b) * size;
-          const T* read_in = answer_read_data + ((t - input_length) * batch + b) * width;
-          for (int64_t j = 0; j < size; ++j) grad_hidden_row[j] += hidden_in[j];
-          for (int64_t j = 0; j < width; ++j) grad_read[j] += read_in[j];
-        }
-        // The read at step t.
-        const T* d2 = dist2_data + saved + b * capacity;
-        const T* factor = factor_data + saved + b * capacity;
-        const T* weight = weight_data + saved + b * capacity;
-        const T* query = query_data + (t * batch + b) * dim;
-        const T total = total_data[t * batch + b];
-        const int64_t near = nearest_data[t * batch + b];
-        const T* value = value_data + b * width * capacity;
-        const T* strength = strength_data + b * capacity;
-        const T* key = key_data + b * dim * capacity;
-        T* grad_value = grad_value_data + b * width * capacity;
-        T* grad_strength = grad_strength_data + b * capacity;
-        T* grad_key = grad_key_data + b * dim * capacity;
-        for (int64_t i = 0; i < slots; ++i) grad_weight[i] = 0;
-        for (int64_t j = 0; j < width; ++j) {
-          const T g = grad_read[j];
-          const T* coordinate = value + j * capacity;
-          for (int64_t i = 0; i < slots; ++i) grad_weight[i] += g * coordinate[i];
-        }
-        T dot = 0;
-        for (int64_t i = 0; i < slots; ++i) dot += grad_weight[i] * weight[i];
-        T grad_nearest = 0, grad_temperature = 0;
-        const T scale = softmax ? scale_data[t * batch + b] : T(0);
-        if (softmax) {
-          const T nearest_dist2 = d2[near];
-          for (int64_t i = 0; i < slots; ++i) {
-            const T grad_unnormalised = (grad_weight[i] - dot) / total;
-            minus_grad_dist2[i] = grad_unnormalised * strength[i] * factor[i] * scale;
-            grad_nearest += minus_grad_dist2[i];
-            grad_temperature += minus_grad_dist2[i] * (d2[i] - nearest_dist2);
-            grad_strength[i] += grad_unnormalised * factor[i];
-          }
-        } else {
-          for (int64_t i = 0; i < slots; ++i) {
-            const T grad_unnormalised = (grad_weight[i] - dot) / total;
-            const T grad_factor = grad_unnormalised * strength[i];
-            const T slot_scale = T(1) / (d2[i] + e);
-            minus_grad_dist2[i] = grad_factor * factor[i] * slot_scale;
-            grad_nearest += grad_factor * slot_scale;
-            grad_strength[i] += grad_unnormalised * factor[i];
-          }
-        }
-        for (int64_t j = 0; j < width; ++j) {
-          const T g = grad_read[j];
-          T* grad_coordinate = grad_value + j * capacity;
-          for (int64_t i = 0; i < slots; ++i) grad_coordinate[i] += weight[i] * g;
-        }
-        minus_grad_dist2[near] -= grad_nearest;
-        T* grad_head = grad_head_data + b * 2 * out_size;
-        for (int64_t d = 0; d < dim; ++d) {
-          const T q = query[d];
-          const T* coordinate = key + d * capacity;
-          T* grad_coordinate = grad_key + d * capacity;
-          T sum = 0;
-          for (int64_t i = 0; i < slots; ++i) {
-            const T minus_grad_diff = minus_grad_dist2[i] * (q - coordinate[i]);
-            sum += minus_grad_diff;
-            grad_coordinate[i] += T(2) * minus_grad_diff;
-          }
-          grad_head[d] += T(-2) * sum;
-        }
-        T* grad_row = grad_output + b * projection;
-        if (softmax) {
-          const T clamp = scale < scale_ceiling ? T(1) : T(0);
-          const T raw = output[b * projection + temperature_column];
-          grad_row[temperature_column] = grad_temperature * scale * clamp * sigmoid(raw);
-        }
-        // The write after it.
-        if (writing) {
-          const int64_t slot = t + 1;
-          for (int64_t d = 0; d < dim; ++d) grad_head[out_size + d] += grad_key[d * capacity + slot];
-          for (int64_t j = 0; j < width; ++j) {
-            const T written = value[j * capacity + slot];
-            grad_row[value_column + j] = grad_value[j * capacity + slot] * (T(1) - written * written);
-          }
-          const T y = strength[slot];
-          grad_row[strength_column] = grad_strength[slot] * (T(1) - y) * y;
-        }
-        // The heads' movements, through their Jacobians.
-        for (int64_t h = 0; h < heads; ++h) {
-          const T* jacobian = jacobians + (b * heads + h) * out_size * input_size;
-          T* grad_state = grad_head + h * out_size;
-          if (tracked != nullptr) {
-            const int64_t row = writing ? (t * batch + b) * 2 + h
-                                        : input_length * batch * 2 + (t - input_length) * batch + b;
-            for (int64_t o = 0; o < out_size; ++o) tracked[row * out_size + o] = grad_state[o];
-          }
-          for (int64_t i = 0; i < input_size; ++i) moved[i] = 0;
-          for (int64_t o = 0; o < out_size; ++o) {
-            const T grad = grad_state[o];
-            const T* jacobian_row = jacobian + o * input_size;
-            for (int64_t i = 0; i < input_size; ++i) moved[i] += grad * jacobian_row[i];
-          }
-          for (int64_t r = 0; r < raw_size; ++r) grad_row[h * raw_size + r] = moved[r];
-          for (int64_t o = 0; o < out_size; ++o) grad_state[o] = moved[raw_size + o];
-        }
-      }
-      // The step projection, then the LSTM cell, then the recurrent input [r_{t-1}; h_{t-1}].
-      matmul<T>(batch, size, projection, grad_output, projection, step_weight_data, size, false,
-                grad_recurrent_data + width, width + size, true);
-      const T* sigmoid_row = sigmoid_data + t * batch * 3 * size;
-      const T* candidate_row = candidate_data + t * batch * size;
-      const T* cell_row = cell_data + t * batch * size;
-      const T* squashed_row = squashed_data + t * batch * size;
-      T* grad_gate = grad_gate_data + t * batch * 4 * size;
-      for (int64_t b = 0; b < batch; ++b) {
-        const T* s = sigmoid_row + b * 3 * size;
-        const T* g = candidate_row + b * size;
-        const T* c = cell_row + b * size;
-        const T* sq = squashed_row + b * size;
-        const T* grad_hidden_row = grad_recurrent_data + b * (width + size) + width;
-        T* gc = grad_cell_data + b * size;
-        T* gg = grad_gate + b * 4 * size;
-        for (int64_t j = 0; j < size; ++j) {
-          const T input_gate = s[j], forget_gate = s[size + j], output_gate = s[2 * size + j];
-          const T candidate = g[j], squash = sq[j], hidden_grad = grad_hidden_row[j];
-          const T cell_grad = gc[j] + hidden_grad * output_gate * (T(1) - squash * squash);
-          gg[j] = cell_grad * candidate * (T(1) - input_gate) * input_gate;
-          gg[size + j] = cell_grad * c[j] * (T(1) - forget_gate) * forget_gate;
-          gg[2 * size + j] = hidden_grad * squash * (T(1) - output_gate) * output_gate;
-          gg[3 * size + j] = cell_grad * input_gate * (T(1) - candidate * candidate);
-          gc[j] = cell_grad * forget_gate;
-        }
-      }
-      matmul<T>(batch, width + size, 4 * size, grad_gate, 4 * size, recurrent_weight_data, width + size, false,
-                grad_recurrent_data, width + size, false);
-    }
-  };
-  TORCH_CHECK(outputs.scalar_type() == at::kFloat || outputs.scalar_type() == at::kDouble,
-              "lantm_loop: backward_loop runs in float32 or float64");
-  if (outputs.scalar_type() == at::kDouble) {
-    run(double(0));
-  } else {
-    run(float(0));
+    scratch_ = at::zeros({2 * capacity_ + input_size_}, options);
+    outputs_ = b.outputs.data_ptr<T>();
+    step_weight_ = b.step_weight.data_ptr<T>();
+    recurrent_weight_ = b.recurrent_weight.data_ptr<T>();
+    keys_ = b.keys.data_ptr<T>();
+    values_ = b.values.data_ptr<T>();
+    strengths_ = b.strengths.data_ptr<T>();
+    dist2_ = b.dist2.data_ptr<T>();
+    factors_ = b.factors.data_ptr<T>();
+    weights_ = b.weights.data_ptr<T>();
+    queries_ = b.queries.data_ptr<T>();
+    totals_ = b.totals.data_ptr<T>();
+    nearest_ = b.nearest.data_ptr<int64_t>();
+    scales_ = b.scales.data_ptr<T>();
+    sigmoids_ = b.sigmoids.data_ptr<T>();
+    candidates_ = b.candidates.data_ptr<T>();
+    cells_ = b.cells.data_ptr<T>();
+    squashed_ = b.squashed.data_ptr<T>();
+    encoder_jacobians_ = g.encoder_jacobians.data_ptr<T>();
+    answer_jacobians_ = g.answer_jacobians.data_ptr<T>();
+    grad_keys_ = g.grad_keys.data_ptr<T>();
+    grad_values_ = g.grad_values.data_ptr<T>();
+    grad_strengths_ = g.grad_strengths.data_ptr<T>();
+    grad_outputs_ = g.grad_outputs.data_ptr<T>();
+    grad_gates_ = g.grad_gates.data_ptr<T>();
+    tracked_ = track_heads ? g.head_output_grads.data_ptr<T>() : nullptr;
   }
-  return {grad_hidden.clone(), grad_cell, grad_recurrent.narrow(1, 0, width).clone(), grad_heads};
-}
 
-// `backward_loop` by named structs.
+  // Returns the gradients of the initial hidden state, cell, read vector and head states.
+  std::vector<at::Tensor> run() {
+    grad_recurrent_data_ = grad_recurrent_.data_ptr<T>();
+    grad_heads_data_ = grad_heads_.data_ptr<T>();
+    grad_weight_ = scratch_.data_ptr<T>();
+    minus_grad_dist2_ = grad_weight_ + capacity_;
+    moved_ = minus_grad_dist2_ + capacity_;
+    for (int64_t t = steps_ - 1; t >= 0; --t) {
+      for (int64_t b = 0; b < batch_; ++b) {
+        answer_inputs(t, b);
+        read(t, b);
+        if (t < layout_.input_length) write(t, b);
+        moves(t, b);
+      }
+      controller(t);
+    }
+    return {grad_recurrent_.narrow(1, width_, size_).clone(), grad_cell_, grad_recurrent_.narrow(1, 0, width_).clone(),
+            grad_heads_};
+  }
+
+ private:
+  T* grad_read(int64_t b) const { return grad_recurrent_data_ + b * (width_ + size_); }
+  T* grad_output(int64_t t, int64_t b) const { return grad_outputs_ + (t * batch_ + b) * projection_; }
+  T* grad_head(int64_t b) const { return grad_heads_data_ + b * 2 * out_size_; }
+  int64_t slots(int64_t t) const { return t < layout_.input_length ? t + 1 : layout_.input_length + 1; }
+
+  // An answer step's output feeds the logits: add the gradients of its hidden state and read.
+  void answer_inputs(int64_t t, int64_t b) {
+    if (t < layout_.input_length) return;
+    const int64_t answer = t - layout_.input_length;
+    const T* hidden_in = answer_hidden_.data_ptr<T>() + (answer * batch_ + b) * size_;
+    const T* read_in = answer_reads_.data_ptr<T>() + (answer * batch_ + b) * width_;
+    T* grad_read_row = grad_read(b);
+    T* grad_hidden_row = grad_read_row + width_;
+    for (int64_t j = 0; j < size_; ++j) grad_hidden_row[j] += hidden_in[j];
+    for (int64_t j = 0; j < width_; ++j) grad_read_row[j] += read_in[j];
+  }
+
+  // The read at step t (`cells.chordal_read_backward`): gradients of its weights, through the normalisation and
+  // the weighting to the squared distances, the strengths and the values, then to the keys and the query.
+  void read(int64_t t, int64_t b) {
+    const int64_t capacity = capacity_, width = width_, dim = dim_, n = slots(t);
+    const int64_t saved = (t * batch_ + b) * capacity;  // row (t, b) of the [T, B, S] buffers
+    const T* d2 = dist2_ + saved;
+    const T* factor = factors_ + saved;
+    const T* weight = weights_ + saved;
+    const T* query = queries_ + (t * batch_ + b) * dim;
+    const T total = totals_[t * batch_ + b];
+    const int64_t near = nearest_[t * batch_ + b];
+    const T* value = values_ + b * width * capacity;
+    const T* strength = strengths_ + b * capacity;
+    const T* key = keys_ + b * dim * capacity;
+    T* grad_value = grad_values_ + b * width * capacity;
+    T* grad_strength = grad_strengths_ + b * capacity;
+    T* grad_key = grad_keys_ + b * dim * capacity;
+    const T* grad_read_row = grad_read(b);
+    T* grad_weight = grad_weight_;
+    T* minus_grad_dist2 = minus_grad_dist2_;
+    for (int64_t i = 0; i < n; ++i) grad_weight[i] = 0;
+    for (int64_t j = 0; j < width; ++j) {
+      const T g = grad_read_row[j];
+      const T* coordinate = value + j * capacity;
+      for (int64_t i = 0; i < n; ++i) grad_weight[i] += g * coordinate[i];
+    }
+    T dot = 0;
+    for (int64_t i = 0; i < n; ++i) dot += grad_weight[i] * weight[i];
+    T grad_nearest = 0, grad_temperature = 0;
+    const T scale = softmax_ ? scales_[t * batch_ + b] : T(0);
+    if (softmax_) {
+      const T nearest_dist2 = d2[near];
+      for (int64_t i = 0; i < n; ++i) {
+        const T grad_unnormalised = (grad_weight[i] - dot) / total;
+        minus_grad_dist2[i] = grad_unnormalised * strength[i] * factor[i] * scale;
+        grad_nearest += minus_grad_dist2[i];
+        grad_temperature += minus_grad_dist2[i] * (d2[i] - nearest_dist2);
+        grad_strength[i] += grad_unnormalised * factor[i];
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        const T grad_unnormalised = (grad_weight[i] - dot) / total;
+        const T grad_factor = grad_unnormalised * strength[i];
+        const T slot_scale = T(1) / (d2[i] + eps_);
+        minus_grad_dist2[i] = grad_factor * factor[i] * slot_scale;
+        grad_nearest += grad_factor * slot_scale;
+        grad_strength[i] += grad_unnormalised * factor[i];
+      }
+    }
+    for (int64_t j = 0; j < width; ++j) {
+      const T g = grad_read_row[j];
+      T* grad_coordinate = grad_value + j * capacity;
+      for (int64_t i = 0; i < n; ++i) grad_coordinate[i] += weight[i] * g;
+    }
+    // The nearest distance m = min_j d_j passes its gradient to its slot, as `min(dim)` does.
+    minus_grad_dist2[near] -= grad_nearest;
+    T* grad_query = grad_head(b);
+    for (int64_t d = 0; d < dim; ++d) {
+      const T q = query[d];
+      const T* coordinate = key + d * capacity;
+      T* grad_coordinate = grad_key + d * capacity;
+      T sum = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const T minus_grad_diff = minus_grad_dist2[i] * (q - coordinate[i]);
+        sum += minus_grad_diff;
+        grad_coordinate[i] += T(2) * minus_grad_diff;
+      }
+      grad_query[d] += T(-2) * sum;
+    }
+    if (softmax_) {  // through the temperature's floor and softplus, to its column
+      const int64_t column = layout_.temperature_column();
+      const T clamp = scale < scale_ceiling_ ? T(1) : T(0);
+      const T raw = outputs_[(t * batch_ + b) * projection_ + column];
+      grad_output(t, b)[column] = grad_temperature * scale * clamp * sigmoid(raw);
+    }
+  }
+
+  // The write of step t into slot t + 1: its key is the write head's position, its value tanh and its strength
+  // sigmoid of the step projection's columns.
+  void write(int64_t t, int64_t b) {
+    const int64_t capacity = capacity_, slot = t + 1;
+    const T* value = values_ + b * width_ * capacity;
+    const T* grad_value = grad_values_ + b * width_ * capacity;
+    const T* grad_key = grad_keys_ + b * dim_ * capacity;
+    T* grad_row = grad_output(t, b);
+    T* grad_write_head = grad_head(b) + out_size_;
+    for (int64_t d = 0; d < dim_; ++d) grad_write_head[d] += grad_key[d * capacity + slot];
+    for (int64_t j = 0; j < width_; ++j) {
+      const T written = value[j * capacity + slot];
+      grad_row[layout_.value_column + j] = grad_value[j * capacity + slot] * (T(1) - written * written);
+    }
+    const T y = strengths_[b * capacity + slot];
+    grad_row[layout_.strength_column] = grad_strengths_[b * capacity + slot] * (T(1) - y) * y;
+  }
+
+  // The heads' moves of step t, through their Jacobians: to the raw outputs' columns and the states before.
+  void moves(int64_t t, int64_t b) {
+    const int64_t input_length = layout_.input_length, raw_size = layout_.raw_size;
+    const int64_t out_size = out_size_, input_size = input_size_;
+    const bool writing = t < input_length;
+    const int64_t heads = writing ? 2 : 1;
+    const T* jacobians = writing ? encoder_jacobians_ + t * batch_ * 2 * out_size * input_size
+                                 : answer_jacobians_ + (t - input_length) * batch_ * out_size * input_size;
+    T* grad_row = grad_output(t, b);
+    T* moved = moved_;
+    for (int64_t h = 0; h < heads; ++h) {
+      const T* jacobian = jacobians + (b * heads + h) * out_size * input_size;
+      T* grad_state = grad_head(b) + h * out_size;
+      if (tracked_ != nullptr) {
+        const int64_t row =
+            writing ? (t * batch_ + b) * 2 + h : input_length * batch_ * 2 + (t - input_length) * batch_ + b;
+        for (int64_t o = 0; o < out_size; ++o) tracked_[row * out_size + o] = grad_state[o];
+      }
+      for (int64_t i = 0; i < input_size; ++i) moved[i] = 0;
+      for (int64_t o = 0; o < out_size; ++o) {
+        const T grad = grad_state[o];
+        const T* jacobian_row = jacobian + o * input_size;
+        for (int64_t i = 0; i < input_size; ++i) moved[i] += grad * jacobian_row[i];
+      }
+      for (int64_t r = 0; r < raw_size; ++r) grad_row[h * raw_size + r] = moved[r];
+      for (int64_t o = 0; o < out_size; ++o) grad_state[o] = moved[raw_size + o];
+    }
+  }
+
+  // Step t's controller for the whole batch: the step projection, then the LSTM cell, then the recurrent input
+  // [r_{t-1}; h_{t-1}].
+  void controller(int64_t t) {
+    const int64_t batch = batch_, size = size_, width = width_, recurrent_size = width_ + size_;
+    T* grad_recurrent = grad_recurrent_data_;
+    matmul<T>(batch, size, projection_, grad_output(t, 0), projection_, step_weight_, size, false,
+              grad_recurrent + width, recurrent_size, true);
+    const T* sigmoid_row = sigmoids_ + t * batch * 3 * size;
+    const T* candidate_row = candidates_ + t * batch * size;
+    const T* cell_row = cells_ + t * batch * size;
+    const T* squashed_row = squashed_ + t * batch * size;
+    T* grad_gate = grad_gates_ + t * batch * 4 * size;
+    T* grad_cell = grad_cell_.data_ptr<T>();
+    for (int64_t b = 0; b < batch; ++b) {
+      const T* s = sigmoid_row + b * 3 * size;
+      const T* g = candidate_row + b * size;
+      const T* c = cell_row + b * size;
+      const T* sq = squashed_row + b * size;
+      const T* grad_hidden_row = grad_recurrent + b * recurrent_size + width;
+      T* gc = grad_cell + b * size;
+      T* gg = grad_gate + b * 4 * size;
+      for (int64_t j = 0; j < size; ++j) {
+        const T input_gate = s[j], forget_gate = s[size + j], output_gate = s[2 * size + j];
+        const T candidate = g[j], squash = sq[j], hidden_grad = grad_hidden_row[j];
+        const T cell_grad = gc[j] + hidden_grad * output_gate * (T(1) - squash * squash);
+        gg[j] = cell_grad * candidate * (T(1) - input_gate) * input_gate;
+        gg[size + j] = cell_grad * c[j] * (T(1) - forget_gate) * forget_gate;
+        gg[2 * size + j] = hidden_grad * squash * (T(1) - output_gate) * output_gate;
+        gg[3 * size + j] = cell_grad * input_gate * (T(1) - candidate * candidate);
+        gc[j] = cell_grad * forget_gate;
+      }
+    }
+    matmul<T>(batch, recurrent_size, 4 * size, grad_gate, 4 * size, recurrent_weight_, recurrent_size, false,
+              grad_recurrent, recurrent_size, false);
+  }
+
+  LoopLayout layout_;
+  int64_t steps_, batch_, size_, width_, dim_, capacity_, projection_, out_size_, input_size_;
+  bool softmax_;
+  T eps_, scale_ceiling_;
+  at::Tensor answer_hidden_, answer_reads_, grad_recurrent_, grad_cell_, grad_heads_, scratch_;
+  const T *outputs_, *step_weight_, *recurrent_weight_, *keys_, *values_, *strengths_, *dist2_, *factors_, *weights_,
+      *queries_, *totals_, *scales_, *sigmoids_, *candidates_, *cells_, *squashed_, *encoder_jacobians_,
+      *answer_jacobians_;
+  const int64_t* nearest_;
+  T *grad_keys_, *grad_values_, *grad_strengths_, *grad_outputs_, *grad_gates_, *tracked_;
+  T *grad_recurrent_data_ = nullptr, *grad_heads_data_ = nullptr;
+  T *grad_weight_ = nullptr, *minus_grad_dist2_ = nullptr, *moved_ = nullptr;
+};
+
+// The backward pass of one sequence (see `BackwardLoop`).
 std::vector<at::Tensor> backward(const LoopBuffers& b, const LoopLayout& layout, const BackwardBuffers& g) {
-  return backward_loop(layout.input_length, b.recurrent_weight, b.step_weight, b.outputs, b.sigmoids, b.candidates,
-                       b.cells, b.squashed, b.keys, b.values, b.strengths, b.queries, b.dist2, b.factors, b.weights,
-                       b.totals, b.nearest, b.scales, g.grad_answer_hidden, g.grad_answer_reads, g.encoder_jacobians,
-                       g.answer_jacobians, g.head_output_grads, g.grad_gates, g.grad_outputs, g.grad_keys,
-                       g.grad_values, g.grad_strengths, layout.raw_size, layout.temperature_column(),
-                       layout.value_column, layout.strength_column, layout.eps, layout.temperature_floor);
+  TORCH_CHECK(b.outputs.scalar_type() == at::kFloat || b.outputs.scalar_type() == at::kDouble,
+              "lantm_loop: the backward pass runs in float32 or float64");
+  if (b.outputs.scalar_type() == at::kDouble) return BackwardLoop<double>(b, layout, g).run();
+  return BackwardLoop<float>(b, layout, g).run();
 }
 
 }  // namespace
-
 
 // `native_move` on tensors, for tests: raw [N, raw], positions [N, d] and actions [N, e] (float64 or float32),
 // moved in place.
@@ -837,8 +907,8 @@ void native_move_tensors(int64_t move_kind, const at::Tensor& raw, at::Tensor po
     const TypedMoveConstants<scalar_t> constants(move_constants);
     for (int64_t n = 0; n < raw.size(0); ++n) {
       native_move<scalar_t>(move_kind, dim, raw.data_ptr<scalar_t>() + n * raw.size(1),
-                            positions.data_ptr<scalar_t>() + n * dim, actions.data_ptr<scalar_t>() + n * actions.size(1),
-                            constants);
+                            positions.data_ptr<scalar_t>() + n * dim,
+                            actions.data_ptr<scalar_t>() + n * actions.size(1), constants);
     }
   });
 }
