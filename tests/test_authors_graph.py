@@ -279,12 +279,14 @@ def ram_both_sides(tape, sharpening, key_dim, init, epsilons):
 RAM_CASES = [(False, False, 20), (False, True, 20), (False, True, 2), (True, False, 20), (True, True, 2)]
 
 
+@pytest.mark.parametrize("path", ["autograd", "loop"])
 @pytest.mark.parametrize("init", ["default", "uniform"])
 @pytest.mark.parametrize("tape, sharpening, key_dim", RAM_CASES)
-def test_the_ram_matches_the_authors_graph(tape, sharpening, key_dim, init):
+def test_the_ram_matches_the_authors_graph(tape, sharpening, key_dim, init, path):
     """RAM and RAM/tape (two initial slots, as theirs), with and without sharpening, at both key widths of the
-    paper's grid."""
-    ours, theirs, names = ram_both_sides(tape, sharpening, key_dim, init, epsilons="liemem")
+    paper's grid, on the model's own autograd loop and on the engine's content loop."""
+    with engine.forced(path):
+        ours, theirs, names = ram_both_sides(tape, sharpening, key_dim, init, epsilons="liemem")
     torch.testing.assert_close(ours[0], theirs[0], rtol=1e-9, atol=1e-11)
     torch.testing.assert_close(ours[1], theirs[1], rtol=1e-10, atol=0)
     for param_name, grad, expected in zip(names, ours[2], theirs[2], strict=True):
@@ -293,7 +295,8 @@ def test_the_ram_matches_the_authors_graph(tape, sharpening, key_dim, init):
         torch.testing.assert_close(
             grad / scale, expected / scale, rtol=0, atol=1e-8, msg=lambda m, name=param_name: f"{name}: {m}"
         )
-    ours, theirs, names = ram_both_sides(tape, sharpening, key_dim, init, epsilons="theirs")
+    with engine.forced(path):
+        ours, theirs, names = ram_both_sides(tape, sharpening, key_dim, init, epsilons="theirs")
     assert (ours[0] - theirs[0]).abs().max() <= 1e-4 * theirs[0].abs().max()
 
 

@@ -618,3 +618,70 @@ def test_so3_and_the_kernels_share_one_series():
         )
         sinc = 0.5 if theta == 0 else math.sin(theta / 2) / theta
         assert groups.numerics.series(groups.numerics.HALF_ANGLE_SINC, x) == pytest.approx(sinc, abs=1e-12)
+
+
+# --- the content read of RAM and RAM/tape -----------------------------------------------------------------------
+
+CONTENT_CASES = {
+    "ram": ("ram", {}),
+    "ram-tape": ("ram-tape", {}),
+    "ram-sharpened-2": ("ram", {"sharpening": True, "key_dim": 2}),
+    "ram-tape-sharpened-2": ("ram-tape", {"sharpening": True, "key_dim": 2}),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", CONTENT_CASES)
+def test_the_content_loop_equals_the_autograd_ram(case, dtype):
+    """`engine.content` against the model's own step-by-step autograd loop: logits and the gradient of every
+    parameter, to 1e-9 in float64 and to float32 rounding in float32."""
+    name, options = CONTENT_CASES[case]
+    model = perturbed(name, **options).to(dtype)
+    inputs, targets = batch(size=5, length=9)
+    results = {}
+    for switch in ("autograd", "loop"):
+        with engine.forced(switch):
+            model.zero_grad()
+            logits = model(inputs, targets.shape[1])
+            (logits.sin().sum() + F.cross_entropy(logits.flatten(0, 1), targets.flatten())).backward()
+            results[switch] = logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+    (plain, plain_grads), (fast, fast_grads) = results["autograd"], results["loop"]
+    if dtype == torch.float64:
+        torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+    else:
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    for key, grad in plain_grads.items():
+        scale = grad.abs().max().item()
+        assert scale > 0, key  # every parameter takes part, so each comparison can fail
+        if dtype == torch.float64:
+            torch.testing.assert_close(fast_grads[key], grad, rtol=1e-9, atol=1e-12 * max(scale, 1.0), msg=key)
+        else:
+            torch.testing.assert_close(fast_grads[key], grad, rtol=1e-3, atol=1e-4 * scale, msg=key)
+
+
+def test_content_models_plan_the_loop_or_say_why_not(monkeypatch):
+    monkeypatch.delenv(engine.SWITCH, raising=False)
+    assert liemem.build_model("ram-tape", VOCAB).plan() == (
+        "loop",
+        "none",
+        "none",
+        "the kernels have no content read yet",
+    )
+    assert str(liemem.build_model("ram", VOCAB).plan()) == "loop (the kernels have no content read yet)"
+    deep = liemem.build_model("ram", VOCAB, controller_layers=2)
+    assert deep.plan()[0] == "autograd" and "2-layer lstm" in deep.plan().note
+    with engine.forced("kernels"), pytest.raises(engine.EngineError, match="the kernels have no content read yet"):
+        liemem.build_model("ram", VOCAB)(*batch()[:1], 5)
+    with engine.forced("loop:python"), pytest.raises(engine.EngineError, match="no heads to move"):
+        liemem.build_model("ram", VOCAB).plan()
+
+
+def test_the_content_loop_keeps_gradients_finite_over_500_steps(monkeypatch):
+    monkeypatch.delenv(engine.SWITCH, raising=False)
+    torch.manual_seed(0)
+    model = liemem.build_model("ram-tape", VOCAB, sharpening=True)
+    logits = model(torch.randint(0, VOCAB, (2, 250)), 250)
+    F.cross_entropy(logits.flatten(0, 1), torch.randint(0, VOCAB, (500,))).backward()
+    assert torch.isfinite(logits).all()
+    for name, parameter in model.named_parameters():
+        assert torch.isfinite(parameter.grad).all(), name

@@ -51,14 +51,33 @@ class LoopGrads(NamedTuple):
     strength: torch.Tensor
 
 
+class WeightGrads(NamedTuple):
+    """The controller's weight gradients, summed over time."""
+
+    recurrent_weight: torch.Tensor
+    step_weight: torch.Tensor
+    step_bias: torch.Tensor
+
+
+def weight_gradients(recurrent: torch.Tensor, width: int, grad_gates, grad_outputs) -> WeightGrads:
+    """The gradients of the LSTM's recurrent weight and of the step projection, from every step's gradients of
+    the gates `[T, B, 4H]` and of the projection's outputs `[T, B, P]`: one matrix product each."""
+    flat_gates, flat_outputs = grad_gates.flatten(0, 1), grad_outputs.flatten(0, 1)
+    return WeightGrads(
+        flat_gates.t().mm(recurrent[:-1].flatten(0, 1)),
+        flat_outputs.t().mm(recurrent[1:, :, width:].flatten(0, 1)),
+        flat_outputs.sum(dim=0),
+    )
+
+
 def epilogue(recurrent: torch.Tensor, width: int, grads: LoopGrads) -> LoopInputs:
-    """The gradients of every `LoopInputs` field: the weights' summed over time, in one product each."""
-    flat_gates, flat_outputs = grads.gates.flatten(0, 1), grads.outputs.flatten(0, 1)
+    """The gradients of every `LoopInputs` field."""
+    weights = weight_gradients(recurrent, width, grads.gates, grads.outputs)
     return LoopInputs(
         projected=grads.gates,
-        recurrent_weight=flat_gates.t().mm(recurrent[:-1].flatten(0, 1)),
-        step_weight=flat_outputs.t().mm(recurrent[1:, :, width:].flatten(0, 1)),
-        step_bias=flat_outputs.sum(dim=0),
+        recurrent_weight=weights.recurrent_weight,
+        step_weight=weights.step_weight,
+        step_bias=weights.step_bias,
         hidden=grads.hidden,
         cell=grads.cell,
         read=grads.read,

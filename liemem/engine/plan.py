@@ -57,13 +57,13 @@ class Plan(NamedTuple):
     """How one forward pass runs (see the module's docstring); `note` says why no faster plan was taken."""
 
     backend: str
-    move: str
+    move: str  # "none" for a content read, which moves no heads
     jacobian: str
     note: str = ""
 
     def __str__(self) -> str:
         text = self.backend
-        if self.backend != "autograd":
+        if self.backend != "autograd" and self.move != "none":
             text += f", {self.move} move" + (", compiled Jacobians" if self.jacobian == "compiled" else "")
         return f"{text} ({self.note})" if self.note else text
 
@@ -118,6 +118,8 @@ def plan_for(model, device: torch.device, dtype: torch.dtype, training: bool) ->
     that may be differentiated. Raises `EngineError` if the switch forces a plan that cannot run."""
     request = requested()
     device = torch.device(device)
+    if getattr(model, "recurrence", "lie-access") == "content":
+        return _content_plan(model, request)
     why_not = {"autograd": "", "loop": _why_not_loop(model)}
     why_not["kernels"] = why_not["loop"] or _why_not_kernels(model, device, dtype, request)
     if request.backend is None:
@@ -146,6 +148,23 @@ def plan_for(model, device: torch.device, dtype: torch.dtype, training: bool) ->
     parameters = any(p.requires_grad for p in model.group.parameters())
     jacobian = "compiled" if training and compiled and compiled.jacobian is not None and not parameters else "autograd"
     return Plan(backend, move, jacobian, note)
+
+
+def _content_plan(model, request: Request) -> Plan:
+    """The plan of a content-read model (RAM, RAM/tape): the loop backend of `engine.content`, or autograd."""
+    controller = model.controller
+    why_not_loop = ""
+    if controller.kind != "lstm" or controller.layers != 1:
+        why_not_loop = f"its controller is a {controller.layers}-layer {controller.kind}; the loop knows a 1-layer LSTM"
+    if request.backend is None:
+        backend = "autograd" if why_not_loop else "loop"
+        return Plan(backend, "none", "none", why_not_loop or "the kernels have no content read yet")
+    why = {"autograd": "", "loop": why_not_loop, "kernels": "the kernels have no content read yet"}[request.backend]
+    if not why and request.move is not None:
+        why = "a content read has no heads to move"
+    if why:
+        raise EngineError(f"{SWITCH}={request.text}: the {request.backend} backend cannot run this model: {why}")
+    return Plan(request.backend, "none", "none")
 
 
 def plan_of(model, training: bool = True) -> Plan:

@@ -17,9 +17,10 @@ import dataclasses
 import torch
 from torch import nn
 
-from .. import memory, weighting
+from .. import engine, memory, weighting
 from ..config import require_bool, require_controller_fields, require_int
 from ..controller import Controller
+from ..engine import content
 from ..readout import Readout
 from .base import SequenceModel, initialize_layers
 from .trace import AccessTrace, appended_slots, pad_slots
@@ -55,6 +56,7 @@ class RandomAccessMachine(SequenceModel):
 
     config_class = RAMConfig
     has_memory = True
+    recurrence = "content"  # how `liemem.engine` runs it (`engine.content`)
 
     def __init__(self, vocab_size: int, config: RAMConfig | None = None):
         super().__init__(vocab_size, RAMConfig() if config is None else config)
@@ -101,7 +103,46 @@ class RandomAccessMachine(SequenceModel):
         return weighting.exp_dot(gamma[0] * scores if gamma else scores, strengths.unsqueeze(1))
 
     def _forward(self, stream, input_length, answer_length):
+        plan = engine.plan_for(self, stream.device, self.step_projection.weight.dtype, torch.is_grad_enabled())
+        if plan.backend == "loop":
+            return self._run_engine(stream, input_length)
         return self._run(stream, input_length)
+
+    def plan(self, training: bool = True) -> engine.Plan:
+        """How a forward pass runs (`liemem.engine.plan_for`)."""
+        return engine.plan_of(self, training)
+
+    def _run_engine(self, stream: torch.Tensor, input_length: int) -> torch.Tensor:
+        batch, config, slots = stream.shape[1], self.config, self.initial_slots
+        state = self.controller.initial_state(batch)
+        key_dim, width = config.key_dim, config.memory_width
+        neighbours = self.initial_neighbours
+        inputs = content.ContentInputs(
+            projected=self.controller.project_inputs(self.embedding(stream)),
+            recurrent_weight=self.controller.recurrent_weight[0],
+            step_weight=self.step_projection.weight,
+            step_bias=self.step_projection.bias,
+            hidden=state.hidden[0],
+            cell=state.cell[0],
+            read=torch.tanh(self.initial_read).expand(batch, -1),
+            keys=self.initial_key.reshape(slots, key_dim).expand(batch, -1, -1),
+            values=torch.tanh(self.initial_value).reshape(slots, width).expand(batch, -1, -1),
+            strengths=torch.sigmoid(self.initial_strength - INITIAL_STRENGTH_OFFSET).reshape(slots).expand(batch, -1),
+            neighbours=(
+                self.initial_read.new_zeros(batch, 2, key_dim)
+                if neighbours is None
+                else neighbours.expand(batch, -1, -1)
+            ),
+        )
+        layout = content.Layout(
+            key_dim=key_dim,
+            choice=self._choice.start if self._choice is not None else -1,
+            gamma=self._gamma if self._gamma is not None else -1,
+            value=self._value.start,
+            strength=self._strength,
+        )
+        answer_hidden, answer_reads = content.run(self, inputs, layout, input_length)
+        return self.readout(answer_hidden, answer_reads).transpose(0, 1)
 
     def access_trace(self, inputs: torch.Tensor, answer_length: int) -> AccessTrace:
         """Read weights per step over the memory's slots: the initial slots first (one, two for RAM/tape), then
@@ -114,6 +155,8 @@ class RandomAccessMachine(SequenceModel):
         return AccessTrace(logits, reads, writes, steps)
 
     def _run(self, stream, input_length, record: list | None = None):
+        """The model, one step at a time in plain autograd: its definition, and the reference `engine.content` is
+        tested against."""
         batch, config = stream.shape[1], self.config
         # unbind, not projected[t]: each slice's backward would fill a zero tensor the size of the whole stream
         projected = self.controller.project_inputs(self.embedding(stream)).unbind(0)
@@ -157,4 +200,9 @@ class RandomAccessMachine(SequenceModel):
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"vocab_size={self.vocab_size}, tape={c.tape}, sharpening={c.sharpening}, key_dim={c.key_dim}"
+        text = f"vocab_size={self.vocab_size}, tape={c.tape}, sharpening={c.sharpening}, key_dim={c.key_dim}"
+        try:
+            plan = str(self.plan())
+        except engine.EngineError as error:
+            plan = f"none ({error})"
+        return f"{text}, engine={plan!r}"
