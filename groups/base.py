@@ -62,7 +62,7 @@ class LieGroup(torch.nn.Module, abc.ABC):
 
     def kernel_move(self) -> str | None:
         """The name of the head move the engine's kernels compute for this group exactly as its Python does
-        (`liemem.engine.plan.KERNEL_MOVES`), or None where the group's own Python must run. A group whose
+        (`liemem.engine.kernels.MOVES`), or None where the group's own Python must run. A group whose
         declared move holds only for some settings (a learnable bound) overrides this to say so."""
         return type(self).__dict__.get("KERNEL_MOVE")
 

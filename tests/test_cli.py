@@ -388,3 +388,27 @@ def test_no_compile_turns_compiling_off_for_the_command_only(monkeypatch, tmp_pa
     assert main(["train", *TINY_TRAIN, "--out", str(tmp_path)]) == 0
     assert seen == [False, True]  # off during the first command only
     assert os.environ.get(engine.SWITCH) == before  # the caller's setting, as it was
+
+
+def test_a_third_weighting_trains_from_the_command_line(tmp_path, capsys):
+    config = ROOT / "examples" / "configs" / "cauchy.toml"
+    status, out, _ = run_cli(capsys, "train", "--config", str(config), *TINY_TRAIN, "--out", str(tmp_path))
+    assert status == 0, out
+    assert out.splitlines()[0] == (
+        "engine: autograd (the fast backends have no gradient for weighting 'cauchy' (they have inverse_square, "
+        "softmax))"
+    )
+    assert json.loads((tmp_path / "config.json").read_text())["model_options"] == {"weighting": "cauchy"}
+    assert json.loads((tmp_path / "summary.json").read_text())["step"] == 4
+
+
+def test_a_forced_plan_that_cannot_run_is_one_line_and_status_2(tmp_path, capsys):
+    config = ROOT / "examples" / "configs" / "cauchy.toml"
+    status, out, err = run_cli(
+        capsys, "train", "--config", str(config), *TINY_TRAIN, "--engine", "kernels", "--out", str(tmp_path)
+    )
+    assert status == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "liemem: error: LIEMEM_ENGINE=kernels: the kernels backend cannot run this model: the fast backends have no "
+        "gradient for weighting 'cauchy' (they have inverse_square, softmax)"
+    ]

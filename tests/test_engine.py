@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import warnings
 
 import pytest
@@ -136,7 +137,7 @@ def test_a_failed_build_is_reported_once_per_machine_and_falls_back(monkeypatch,
     with engine.forced("loop:python"):
         expected = loss_and_grads(model, inputs, targets)
     monkeypatch.setattr(cpp_extension, "load", broken)
-    monkeypatch.setattr(cpp_extension, "get_default_build_root", lambda: str(tmp_path))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     native._build.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match=r"could not compile the loop kernels \(Error building extension"):
@@ -149,7 +150,12 @@ def test_a_failed_build_is_reported_once_per_machine_and_falls_back(monkeypatch,
             loss_and_grads(model, inputs, targets)
         assert attempts == [1]
         (note,) = tmp_path.glob(f"*/{native.FAILED_NOTE}")
-        assert note.read_text() == "Error building extension: no compiler\n"
+        monkeypatch.setenv("CXX", "another-c++")  # another compiler: worth a new attempt, reported again
+        native._build.cache_clear()
+        with pytest.warns(RuntimeWarning, match="could not compile the loop kernels"):
+            loss_and_grads(model, inputs, targets)
+        assert attempts == [1, 1]
+        assert note.read_text() == "compiler: another-c++\nError building extension: no compiler\n"
     finally:
         native._build.cache_clear()  # later tests load the real build (cached on disk)
     torch.testing.assert_close(result[0], expected[0], rtol=0, atol=0)  # the tensor-operation loop, bit for bit
@@ -408,10 +414,10 @@ def test_a_compiled_move_meets_one_graph_per_head_count(monkeypatch):
 @pytest.mark.parametrize(
     "name, options, kind",
     [
-        ("lantm", {}, planning.KERNEL_MOVES["translation"]),
-        ("lantm-s", {"group_options": {"n": 3}}, planning.KERNEL_MOVES["translation"]),
-        ("slantm", {}, planning.KERNEL_MOVES["rotation"]),
-        ("slantm-s", {}, planning.KERNEL_MOVES["rotation"]),
+        ("lantm", {}, kernel_backend.MOVES["translation"]),
+        ("lantm-s", {"group_options": {"n": 3}}, kernel_backend.MOVES["translation"]),
+        ("slantm", {}, kernel_backend.MOVES["rotation"]),
+        ("slantm-s", {}, kernel_backend.MOVES["rotation"]),
         ("slantm", {"group_options": {"angle_bound": True}}, None),  # a learnable bound: the group's Python
         ("lantm", {"action_interpolation": True}, None),
         ("se2", {}, None),
@@ -460,7 +466,7 @@ def test_built_in_moves_equal_the_groups_python_moves(group_name, options, dtype
     gates fully open and shut, and heads at random keys."""
     kernels = require_compiled_kernels()
     heads = liemem.heads.LieHeads(groups.get(group_name, **options))
-    kind = planning.KERNEL_MOVES[heads.group.kernel_move()]
+    kind = kernel_backend.MOVES[heads.group.kernel_move()]
     generator = torch.Generator().manual_seed(0)
     scales = torch.tensor([1.0, 1e-30, 1e-4, 0.3, 3.0, 1e4, 1e30, 0.0], dtype=torch.float64)
     rows = 16 * len(scales)
@@ -540,7 +546,7 @@ def test_forced_restores_the_callers_setting(monkeypatch):
     monkeypatch.delenv(engine.SWITCH)
     with pytest.raises(engine.EngineError), engine.forced("nonsense"):
         pass
-    assert engine.SWITCH not in __import__("os").environ
+    assert engine.SWITCH not in os.environ
 
 
 # --- weightings as objects --------------------------------------------------------------------------------------

@@ -51,6 +51,22 @@ class LoopGrads(NamedTuple):
     strength: torch.Tensor
 
 
+def controller_inputs(model, stream: torch.Tensor) -> dict:
+    """The loop inputs every engine backend takes from a model's embedding, one-layer LSTM controller, step
+    projection and initial read vector, for `stream` `[T, B]`."""
+    batch = stream.shape[1]
+    state = model.controller.initial_state(batch)
+    return dict(
+        projected=model.controller.project_inputs(model.embedding(stream)),
+        recurrent_weight=model.controller.recurrent_weight[0],
+        step_weight=model.step_projection.weight,
+        step_bias=model.step_projection.bias,
+        hidden=state.hidden[0],
+        cell=state.cell[0],
+        read=torch.tanh(model.initial_read).expand(batch, -1),
+    )
+
+
 class WeightGrads(NamedTuple):
     """The controller's weight gradients, summed over time."""
 

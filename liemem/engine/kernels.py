@@ -20,8 +20,13 @@ from .. import weighting
 from ..heads import HeadState
 from . import native, replay
 from .buffers import ForwardRun, LoopGrads, LoopInputs
-from .plan import kernel_move_code, weighting_code
 from .tensor_ops import move_function
+
+# What the kernels run: the read weightings they have formulas for (their codes are the positions here), the
+# dtypes, and the moves they have built in, by the name a group declares in `LieGroup.KERNEL_MOVE`, with their codes.
+WEIGHTINGS = ("inverse_square", "softmax")
+DTYPES = (torch.float32, torch.float64)
+MOVES = {"translation": 0, "rotation": 1}
 
 
 def move_constants(kernels, dtype: torch.dtype):
@@ -40,7 +45,7 @@ def layout(kernels, model, input_length: int, dtype: torch.dtype):
     raw_columns, weighting_columns, width, _ = model._sizes
     result = kernels.LoopLayout()
     result.input_length, result.raw_size = input_length, model.heads.raw_size
-    result.weighting = weighting_code(model.weighting.name)
+    result.weighting = WEIGHTINGS.index(model.weighting.name)
     result.weighting_column = raw_columns if weighting_columns else -1
     result.value_column = raw_columns + weighting_columns
     result.strength_column = result.value_column + width
@@ -89,7 +94,7 @@ def forward(ctx, model, plan, input_length: int, differentiable: bool, inputs: L
         position_log = new(steps, batch, 2, key_dim)
         action_log = new(steps, batch, 2, math.prod(group.element_shape))
         constants = move_constants(kernels, inputs.projected.dtype)
-        loop.run(kernel_move_code(model), inputs.positions, position_log, action_log, constants)
+        loop.run(MOVES[model.group.kernel_move()], inputs.positions, position_log, action_log, constants)
         encoder = HeadState(position_log[:input_length], action_log[:input_length])
         answer = HeadState(position_log[input_length:, :, :1], action_log[input_length:, :, :1])
         states_before = encoder, answer

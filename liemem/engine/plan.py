@@ -33,20 +33,14 @@ from typing import NamedTuple
 import torch
 
 from ..heads import LieHeads
-from . import cells, compiling, native, replay
+from . import compiling, kernels, native, replay, tensor_ops
 
 SWITCH = "LIEMEM_ENGINE"
 LEGACY_SWITCH = "LIEMEM_COMPILE"
 BACKENDS = ("autograd", "loop", "kernels")
 MOVES = ("python", "compiled", "built-in")
-# The moves the kernels have built in, by the name a group declares in `KERNEL_MOVE`, and their codes there.
-KERNEL_MOVES = {"translation": 0, "rotation": 1}
-# The weightings each backend has formulas for; `autograd` runs any registered one.
-BACKEND_WEIGHTINGS = {
-    "loop": cells.CHORDAL_READ_WEIGHTINGS,
-    "kernels": ("inverse_square", "softmax"),
-}
-KERNEL_DTYPES = (torch.float32, torch.float64)
+# The weightings each backend declares it has formulas for; `autograd` runs any registered one.
+BACKEND_WEIGHTINGS = {"loop": tensor_ops.WEIGHTINGS, "kernels": kernels.WEIGHTINGS}
 
 
 class EngineError(ValueError):
@@ -189,7 +183,7 @@ def _why_not_loop(model) -> str:
 def _why_not_kernels(model, device: torch.device, dtype: torch.dtype, request: Request) -> str:
     if device.type != "cpu":
         return f"the kernels run on the CPU, and the model is on {device.type}"
-    if dtype not in KERNEL_DTYPES:
+    if dtype not in kernels.DTYPES:
         return f"the kernels run in float32 or float64, and the model is in {str(dtype).removeprefix('torch.')}"
     name = model.weighting.name
     if name not in BACKEND_WEIGHTINGS["kernels"]:
@@ -209,7 +203,7 @@ def _why_not_built_in(model) -> str:
     if type(heads).move is not LieHeads.move or "move" in vars(heads):
         return "the heads' move is replaced"
     declared = model.group.kernel_move()
-    if declared not in KERNEL_MOVES:
+    if declared not in kernels.MOVES:
         return f"group {type(model.group).__name__} declares no move the kernels have"
     return ""
 
@@ -261,13 +255,3 @@ def compile_steps(model) -> bool:
         return False
     model._compiled_steps = CompiledSteps(move, jacobian)
     return True
-
-
-def kernel_move_code(model) -> int:
-    """The kernels' code for the built-in move of `model`'s group."""
-    return KERNEL_MOVES[model.group.kernel_move()]
-
-
-def weighting_code(name: str) -> int:
-    """The kernels' code for a weighting they support (its index in their list)."""
-    return BACKEND_WEIGHTINGS["kernels"].index(name)

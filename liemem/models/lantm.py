@@ -21,7 +21,7 @@ import groups
 from .. import engine, memory, weighting
 from ..config import ConfigError, require_bool, require_choice, require_controller_fields, require_float
 from ..controller import Controller
-from ..engine.buffers import LoopInputs
+from ..engine.buffers import LoopInputs, controller_inputs
 from ..heads import HeadState, LieHeads
 from ..readout import Readout
 from .base import SequenceModel, initialize_layers
@@ -193,16 +193,9 @@ class LieAccessMachine(SequenceModel):
 
     def _run_engine(self, plan: engine.Plan, stream: torch.Tensor, input_length: int) -> torch.Tensor:
         batch = stream.shape[1]
-        state = self.controller.initial_state(batch)
         project = self.key_space.project
         inputs = LoopInputs(
-            projected=self.controller.project_inputs(self.embedding(stream)),
-            recurrent_weight=self.controller.recurrent_weight[0],
-            step_weight=self.step_projection.weight,
-            step_bias=self.step_projection.bias,
-            hidden=state.hidden[0],
-            cell=state.cell[0],
-            read=torch.tanh(self.initial_read).expand(batch, -1),
+            **controller_inputs(self, stream),
             positions=project(self.initial_positions).expand(batch, -1, -1),
             key=project(self.initial_key).expand(batch, -1),
             value=torch.tanh(self.initial_value).expand(batch, -1),

@@ -21,6 +21,7 @@ from .. import engine, memory, weighting
 from ..config import require_bool, require_controller_fields, require_int
 from ..controller import Controller
 from ..engine import content
+from ..engine.buffers import controller_inputs
 from ..readout import Readout
 from .base import SequenceModel, initialize_layers
 from .trace import AccessTrace, appended_slots, pad_slots
@@ -114,17 +115,10 @@ class RandomAccessMachine(SequenceModel):
 
     def _run_engine(self, stream: torch.Tensor, input_length: int) -> torch.Tensor:
         batch, config, slots = stream.shape[1], self.config, self.initial_slots
-        state = self.controller.initial_state(batch)
         key_dim, width = config.key_dim, config.memory_width
         neighbours = self.initial_neighbours
         inputs = content.ContentInputs(
-            projected=self.controller.project_inputs(self.embedding(stream)),
-            recurrent_weight=self.controller.recurrent_weight[0],
-            step_weight=self.step_projection.weight,
-            step_bias=self.step_projection.bias,
-            hidden=state.hidden[0],
-            cell=state.cell[0],
-            read=torch.tanh(self.initial_read).expand(batch, -1),
+            **controller_inputs(self, stream),
             keys=self.initial_key.reshape(slots, key_dim).expand(batch, -1, -1),
             values=torch.tanh(self.initial_value).reshape(slots, width).expand(batch, -1, -1),
             strengths=torch.sigmoid(self.initial_strength - INITIAL_STRENGTH_OFFSET).reshape(slots).expand(batch, -1),

@@ -2,10 +2,11 @@
 
 `lantm_loop()` builds them once per machine and torch version with torch's own extension builder (it needs a C++
 compiler and ninja, a dependency of liemem; the build takes about half a minute and is cached under torch's
-extensions directory), and returns the loaded module, or None when they cannot be built. A failed build is
-reported once per machine: it leaves a note in the cache, and later processes read the note instead of trying
-again (delete it to retry). The engine then runs the same computation as tensor operations: the kernels make it
-faster, never different. Whether they are used at all is the engine's plan (`liemem.engine.plan`).
+extensions directory, or `TORCH_EXTENSIONS_DIR`), and returns the loaded module, or None when they cannot be
+built. A failed build is reported once per machine and compiler (`CXX`): it leaves a note in the cache, and later
+processes with that compiler read the note instead of trying again (delete it to retry). The engine then runs the
+same computation as tensor operations: the kernels make it faster, never different. Whether they are used at all
+is the engine's plan (`liemem.engine.plan`).
 """
 
 from __future__ import annotations
@@ -82,10 +83,12 @@ def _build():
     identity += [torch.__version__.encode(), sys.version.encode()]
     key = hashlib.sha256(b"\0".join([*identity, _processor().encode()])).hexdigest()[:16]
     name = f"liemem_lantm_loop_{key}"
-    directory = pathlib.Path(cpp_extension.get_default_build_root()) / name
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    directory = pathlib.Path(root) / name
     failed = directory / FAILED_NOTE
-    if failed.exists():  # reported when it failed; the plan's note says the kernels did not build
-        return None
+    compiler = f"compiler: {os.environ.get('CXX', 'c++')}"
+    if failed.exists() and failed.read_text().splitlines()[:1] == [compiler]:
+        return None  # reported when it failed, for this compiler; the plan's note says the kernels did not build
     try:
         directory.mkdir(parents=True, exist_ok=True)
         if not any(directory.glob(f"{name}*.so")):
@@ -101,7 +104,7 @@ def _build():
     except Exception as error:  # no compiler, no ninja, a read-only cache: the tensor-operation loop still works
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         with contextlib.suppress(OSError):  # a read-only cache: then each process reports it
-            failed.write_text(f"{reason}\n")
+            failed.write_text(f"{compiler}\n{reason}\n")
         warnings.warn(
             f"liemem: could not compile the loop kernels ({reason}); running them as tensor operations, which "
             f"gives the same results more slowly. Not tried again on this machine until {failed} is deleted.",

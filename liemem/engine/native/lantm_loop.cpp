@@ -222,7 +222,7 @@ struct LoopBuffers {
 struct LoopLayout {
   int64_t input_length = 0;
   int64_t raw_size = 0;           // one head's raw outputs; both heads' come first in the projection
-  int64_t weighting = 0;          // 0: inverse square, 1: softmax (liemem.engine.plan.BACKEND_WEIGHTINGS["kernels"])
+  int64_t weighting = 0;          // 0: inverse square, 1: softmax (liemem.engine.kernels.WEIGHTINGS)
   int64_t weighting_column = -1;  // the softmax's temperature
   int64_t value_column = 0;
   int64_t strength_column = 0;
