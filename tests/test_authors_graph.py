@@ -279,12 +279,15 @@ def ram_both_sides(tape, sharpening, key_dim, init, epsilons):
 RAM_CASES = [(False, False, 20), (False, True, 20), (False, True, 2), (True, False, 20), (True, True, 2)]
 
 
-@pytest.mark.parametrize("path", ["autograd", "loop"])
+@pytest.mark.parametrize("path", ["autograd", "loop", "kernels"])
 @pytest.mark.parametrize("init", ["default", "uniform"])
 @pytest.mark.parametrize("tape, sharpening, key_dim", RAM_CASES)
 def test_the_ram_matches_the_authors_graph(tape, sharpening, key_dim, init, path):
     """RAM and RAM/tape (two initial slots, as theirs), with and without sharpening, at both key widths of the
-    paper's grid, on the model's own autograd loop and on the engine's content loop."""
+    paper's grid, on the model's own autograd loop and on the engine's content loop, in tensor operations and on
+    the kernels."""
+    if path == "kernels":
+        require_compiled_kernels()
     with engine.forced(path):
         ours, theirs, names = ram_both_sides(tape, sharpening, key_dim, init, epsilons="liemem")
     torch.testing.assert_close(ours[0], theirs[0], rtol=1e-9, atol=1e-11)

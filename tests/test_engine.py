@@ -184,7 +184,7 @@ def _captured_loop(monkeypatch, kernels, name="lantm"):
 def _copy(struct, kind):
     copied = kind()
     for field in dir(struct):
-        if not field.startswith("_"):
+        if not field.startswith("_") and getattr(struct, field) is not None:  # an unset tensor reads as None
             setattr(copied, field, getattr(struct, field))
     return copied
 
@@ -196,7 +196,7 @@ def _copy(struct, kind):
     [
         ("keys", lambda keys: keys.transpose(1, 2).contiguous().transpose(1, 2), "keys must be contiguous"),
         ("values", lambda values: values.double(), "values must be Float, not Double"),
-        ("keys", lambda keys: keys[..., :-1].contiguous(), "the memory needs input_length \\+ 1 slots"),
+        ("keys", lambda keys: keys[..., :-1].contiguous(), "the memory needs input_length \\+ initial_slots slots"),
         ("values", lambda values: values[..., :-1].contiguous(), "values must have size 6 along dimension 2, not 5"),
         ("dist2", lambda dist2: dist2[:, :, :-1].contiguous(), "dist2 must have size 6 along dimension 2, not 5"),
         ("outputs", lambda outputs: outputs[:-1], "outputs must have size 10 along dimension 0, not 9"),
@@ -636,22 +636,25 @@ CONTENT_CASES = {
 }
 
 
+@pytest.mark.parametrize("backend", ["loop", "kernels"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", CONTENT_CASES)
-def test_the_content_loop_equals_the_autograd_ram(case, dtype):
-    """`engine.content` against the model's own step-by-step autograd loop: logits and the gradient of every
-    parameter, to 1e-9 in float64 and to float32 rounding in float32."""
+def test_the_content_loop_equals_the_autograd_ram(case, dtype, backend):
+    """`engine.content`, in tensor operations and on the kernels, against the model's own step-by-step autograd
+    loop: logits and the gradient of every parameter, to 1e-9 in float64 and to float32 rounding in float32."""
+    if backend == "kernels":
+        require_compiled_kernels()
     name, options = CONTENT_CASES[case]
     model = perturbed(name, **options).to(dtype)
     inputs, targets = batch(size=5, length=9)
     results = {}
-    for switch in ("autograd", "loop"):
+    for switch in ("autograd", backend):
         with engine.forced(switch):
             model.zero_grad()
             logits = model(inputs, targets.shape[1])
             (logits.sin().sum() + F.cross_entropy(logits.flatten(0, 1), targets.flatten())).backward()
             results[switch] = logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
-    (plain, plain_grads), (fast, fast_grads) = results["autograd"], results["loop"]
+    (plain, plain_grads), (fast, fast_grads) = results["autograd"], results[backend]
     if dtype == torch.float64:
         torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
     else:
@@ -665,19 +668,17 @@ def test_the_content_loop_equals_the_autograd_ram(case, dtype):
             torch.testing.assert_close(fast_grads[key], grad, rtol=1e-3, atol=1e-4 * scale, msg=key)
 
 
-def test_content_models_plan_the_loop_or_say_why_not(monkeypatch):
+def test_content_models_plan_the_kernels_or_say_why_not(monkeypatch):
+    require_compiled_kernels()
     monkeypatch.delenv(engine.SWITCH, raising=False)
-    assert liemem.build_model("ram-tape", VOCAB).plan() == (
-        "loop",
-        "none",
-        "none",
-        "the kernels have no content read yet",
-    )
-    assert str(liemem.build_model("ram", VOCAB).plan()) == "loop (the kernels have no content read yet)"
+    assert liemem.build_model("ram-tape", VOCAB).plan() == ("kernels", "none", "none", "")
+    assert str(liemem.build_model("ram", VOCAB).plan()) == "kernels"
+    with engine.forced("no-compile"):
+        assert str(liemem.build_model("ram", VOCAB).plan()) == "loop (compiling is off (LIEMEM_ENGINE=no-compile))"
     deep = liemem.build_model("ram", VOCAB, controller_layers=2)
     assert deep.plan()[0] == "autograd" and "2-layer lstm" in deep.plan().note
-    with engine.forced("kernels"), pytest.raises(engine.EngineError, match="the kernels have no content read yet"):
-        liemem.build_model("ram", VOCAB)(*batch()[:1], 5)
+    with engine.forced("kernels"), pytest.raises(engine.EngineError, match="the kernels run on the CPU"):
+        engine.plan_for(liemem.build_model("ram", VOCAB), "meta", torch.float32, True)
     with engine.forced("loop:python"), pytest.raises(engine.EngineError, match="no heads to move"):
         liemem.build_model("ram", VOCAB).plan()
 

@@ -17,7 +17,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .. import weighting
-from . import cells
+from . import cells, kernels
 from .buffers import weight_gradients
 
 
@@ -47,19 +47,22 @@ class Layout(NamedTuple):
     strength: int
 
 
-def run(model, inputs: ContentInputs, layout: Layout, input_length: int):
-    """The answer steps' hidden states `[A, B, H]` and reads `[A, B, m]`."""
-    return ContentLoop.apply(layout, input_length, torch.is_grad_enabled(), *inputs)
+def run(plan, inputs: ContentInputs, layout: Layout, input_length: int):
+    """The answer steps' hidden states `[A, B, H]` and reads `[A, B, m]`, on the backend `plan` names (`loop`:
+    tensor operations, here; `kernels`: `engine.kernels`, the same algorithm in C++)."""
+    return ContentLoop.apply(plan.backend, layout, input_length, torch.is_grad_enabled(), *inputs)
 
 
 class ContentLoop(torch.autograd.Function):
-    """Inputs: the layout, the input length, whether a backward pass may follow, then the `ContentInputs`."""
+    """Inputs: the backend, the layout, the input length, whether a backward pass may follow, then the
+    `ContentInputs`."""
 
     @staticmethod
-    def forward(ctx, layout, input_length, differentiable, *tensors):
+    def forward(ctx, backend, layout, input_length, differentiable, *tensors):
         inputs = ContentInputs(*tensors)
-        ctx.layout, ctx.input_length = layout, input_length
-        recurrent, outputs, answer_hidden, answer_reads = _forward(ctx, layout, input_length, differentiable, inputs)
+        ctx.backend, ctx.layout, ctx.input_length = backend, layout, input_length
+        run_forward = kernels.content_forward if backend == "kernels" else _forward
+        recurrent, outputs, answer_hidden, answer_reads = run_forward(ctx, layout, input_length, differentiable, inputs)
         ctx.save_for_backward(recurrent, outputs, inputs.recurrent_weight, inputs.step_weight)
         return answer_hidden, answer_reads
 
@@ -67,11 +70,18 @@ class ContentLoop(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_answer_hidden, grad_answer_reads):
         recurrent, outputs, recurrent_weight, step_weight = ctx.saved_tensors
-        grads = _backward(ctx, recurrent, outputs, recurrent_weight, step_weight, grad_answer_hidden, grad_answer_reads)
+        if ctx.backend == "kernels":
+            grads = kernels.content_backward(
+                ctx, recurrent, outputs, recurrent_weight, grad_answer_hidden, grad_answer_reads
+            )
+        else:
+            grads = _backward(
+                ctx, recurrent, outputs, recurrent_weight, step_weight, grad_answer_hidden, grad_answer_reads
+            )
         grad_gates, grad_outputs, *initial = grads
-        width = ctx.memory[1].shape[-1]
+        width = recurrent.shape[-1] - initial[0].shape[-1]
         weights = weight_gradients(recurrent, width, grad_gates, grad_outputs)
-        return (None, None, None, grad_gates, *weights, *initial)
+        return (None, None, None, None, grad_gates, *weights, *initial)
 
 
 class StepSaved(NamedTuple):

@@ -152,3 +152,71 @@ def backward(ctx, saved, grad_answer_hidden, grad_answer_reads) -> LoopGrads:
         value=g.grad_values[..., 0],
         strength=g.grad_strengths[:, 0, 0],
     )
+
+
+# --- the content read of RAM and RAM/tape ------------------------------------------------------------------------
+
+
+def content_forward(ctx, layout, input_length: int, differentiable: bool, inputs):
+    """`engine.content`'s forward loop on the kernels, in one call; returns the `recurrent` and `outputs` buffers and
+    the answer steps' hidden states and reads. Keeps in `ctx` what `content_backward` needs."""
+    kernels = native.lantm_loop()
+    projected, recurrent_weight, step_weight, step_bias, hidden, cell, read, keys0, values0, strengths0, neighbours = (
+        inputs
+    )
+    first = keys0.shape[1]
+    dtype = projected.dtype
+    loop_inputs = LoopInputs(
+        projected, recurrent_weight, step_weight, step_bias, hidden, cell, read, None, keys0[:, 0], values0[:, 0],
+        strengths0[:, 0],
+    )  # fmt: skip
+    buffers = loop_buffers(kernels, loop_inputs, input_length + first - 1)
+    buffers.keys[..., :first] = keys0.transpose(1, 2)
+    buffers.values[..., :first] = values0.transpose(1, 2)
+    buffers.strengths[:, 0, :first] = strengths0
+    steps, batch = projected.shape[:2]
+    tape = layout.choice >= 0
+    if tape:
+        buffers.choices = projected.new_empty(steps, batch, 3)
+        buffers.neighbours = projected.new_empty(steps + 1, batch, 2, layout.key_dim)
+        buffers.neighbours[0] = neighbours
+    settings = kernels.LoopLayout()
+    settings.input_length, settings.raw_size, settings.initial_slots = input_length, layout.key_dim, first
+    settings.content, settings.choice_column, settings.gamma_column = True, layout.choice, layout.gamma
+    settings.value_column, settings.strength_column = layout.value, layout.strength
+    settings.eps = weighting.inverse_square_eps(dtype)
+    settings.weight_floor, settings.temperature_floor = weighting.WEIGHT_FLOOR, weighting.TEMPERATURE_FLOOR
+    loop = kernels.ForwardLoop(buffers, settings)
+    empty = projected.new_empty(0)
+    loop.run_content(buffers.choices if tape else empty, buffers.neighbours if tape else empty)
+    ctx.kernels, ctx.buffers, ctx.layout_settings, ctx.first = kernels, buffers, settings, first
+    width, recurrent = read.shape[-1], buffers.recurrent
+    answers = recurrent[input_length + 1 :]
+    return recurrent, buffers.outputs, answers[..., width:].clone(), answers[..., :width].clone()
+
+
+def content_backward(ctx, recurrent, outputs, recurrent_weight, grad_answer_hidden, grad_answer_reads):
+    """The reverse loop of `content_forward`, in one call: the per-step gradients of the gates and the projection's
+    outputs, then those of the initial state, slots and neighbours."""
+    buffers, first = ctx.buffers, ctx.first
+    g = ctx.kernels.BackwardBuffers()
+    g.grad_answer_hidden, g.grad_answer_reads = grad_answer_hidden, grad_answer_reads
+    empty = outputs.new_empty(0)
+    g.encoder_jacobians = g.answer_jacobians = g.head_output_grads = empty
+    g.grad_gates = recurrent.new_empty(*outputs.shape[:2], recurrent_weight.shape[0])
+    g.grad_outputs = torch.zeros_like(outputs)
+    g.grad_keys, g.grad_values = torch.zeros_like(buffers.keys), torch.zeros_like(buffers.values)
+    g.grad_strengths = torch.zeros_like(buffers.strengths)
+    with torch.inference_mode():
+        grad_hidden, grad_cell, grad_read, grad_neighbours = ctx.kernels.backward(buffers, ctx.layout_settings, g)
+    return (
+        g.grad_gates,
+        g.grad_outputs,
+        grad_hidden,
+        grad_cell,
+        grad_read,
+        g.grad_keys[..., :first].transpose(1, 2).clone(),
+        g.grad_values[..., :first].transpose(1, 2).clone(),
+        g.grad_strengths[:, 0, :first].clone(),
+        grad_neighbours,
+    )

@@ -113,7 +113,7 @@ def plan_for(model, device: torch.device, dtype: torch.dtype, training: bool) ->
     request = requested()
     device = torch.device(device)
     if getattr(model, "recurrence", "lie-access") == "content":
-        return _content_plan(model, request)
+        return _content_plan(model, device, dtype, request)
     why_not = {"autograd": "", "loop": _why_not_loop(model)}
     why_not["kernels"] = why_not["loop"] or _why_not_kernels(model, device, dtype, request)
     if request.backend is None:
@@ -144,16 +144,20 @@ def plan_for(model, device: torch.device, dtype: torch.dtype, training: bool) ->
     return Plan(backend, move, jacobian, note)
 
 
-def _content_plan(model, request: Request) -> Plan:
-    """The plan of a content-read model (RAM, RAM/tape): the loop backend of `engine.content`, or autograd."""
+def _content_plan(model, device: torch.device, dtype: torch.dtype, request: Request) -> Plan:
+    """The plan of a content-read model (RAM, RAM/tape): `engine.content` on the kernels or in tensor operations,
+    or the model's own autograd loop. There are no heads to move."""
     controller = model.controller
-    why_not_loop = ""
+    why_not = {"autograd": "", "loop": ""}
     if controller.kind != "lstm" or controller.layers != 1:
-        why_not_loop = f"its controller is a {controller.layers}-layer {controller.kind}; the loop knows a 1-layer LSTM"
+        why_not["loop"] = (
+            f"its controller is a {controller.layers}-layer {controller.kind}; the fast backends know a 1-layer LSTM"
+        )
+    why_not["kernels"] = why_not["loop"] or _why_not_kernel_build(device, dtype, request)
     if request.backend is None:
-        backend = "autograd" if why_not_loop else "loop"
-        return Plan(backend, "none", "none", why_not_loop or "the kernels have no content read yet")
-    why = {"autograd": "", "loop": why_not_loop, "kernels": "the kernels have no content read yet"}[request.backend]
+        backend = next(name for name in ("kernels", "loop", "autograd") if not why_not[name])
+        return Plan(backend, "none", "none", why_not["kernels"] if backend != "kernels" else "")
+    why = why_not[request.backend]
     if not why and request.move is not None:
         why = "a content read has no heads to move"
     if why:
@@ -181,13 +185,17 @@ def _why_not_loop(model) -> str:
 
 
 def _why_not_kernels(model, device: torch.device, dtype: torch.dtype, request: Request) -> str:
+    name = model.weighting.name
+    if name not in BACKEND_WEIGHTINGS["kernels"]:
+        return f"the kernels have no formulas for weighting {name!r}"
+    return _why_not_kernel_build(device, dtype, request)
+
+
+def _why_not_kernel_build(device: torch.device, dtype: torch.dtype, request: Request) -> str:
     if device.type != "cpu":
         return f"the kernels run on the CPU, and the model is on {device.type}"
     if dtype not in kernels.DTYPES:
         return f"the kernels run in float32 or float64, and the model is in {str(dtype).removeprefix('torch.')}"
-    name = model.weighting.name
-    if name not in BACKEND_WEIGHTINGS["kernels"]:
-        return f"the kernels have no formulas for weighting {name!r}"
     if not request.compiling:
         setting = f"{SWITCH}={request.text}" if request.text != "auto" else f"{LEGACY_SWITCH}=0"
         return f"compiling is off ({setting})"

@@ -105,15 +105,15 @@ class RandomAccessMachine(SequenceModel):
 
     def _forward(self, stream, input_length, answer_length):
         plan = engine.plan_for(self, stream.device, self.step_projection.weight.dtype, torch.is_grad_enabled())
-        if plan.backend == "loop":
-            return self._run_engine(stream, input_length)
+        if plan.backend != "autograd":
+            return self._run_engine(plan, stream, input_length)
         return self._run(stream, input_length)
 
     def plan(self, training: bool = True) -> engine.Plan:
         """How a forward pass runs (`liemem.engine.plan_for`)."""
         return engine.plan_of(self, training)
 
-    def _run_engine(self, stream: torch.Tensor, input_length: int) -> torch.Tensor:
+    def _run_engine(self, plan: engine.Plan, stream: torch.Tensor, input_length: int) -> torch.Tensor:
         batch, config, slots = stream.shape[1], self.config, self.initial_slots
         key_dim, width = config.key_dim, config.memory_width
         neighbours = self.initial_neighbours
@@ -135,7 +135,7 @@ class RandomAccessMachine(SequenceModel):
             value=self._value.start,
             strength=self._strength,
         )
-        answer_hidden, answer_reads = content.run(self, inputs, layout, input_length)
+        answer_hidden, answer_reads = content.run(plan, inputs, layout, input_length)
         return self.readout(answer_hidden, answer_reads).transpose(0, 1)
 
     def access_trace(self, inputs: torch.Tensor, answer_length: int) -> AccessTrace:

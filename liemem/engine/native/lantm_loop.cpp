@@ -1,12 +1,13 @@
-// The LANTM time loop's kernels for the CPU, built on first use by torch.utils.cpp_extension.
+// The engine's kernels for the CPU: the time loop of the append-only memory models, built on first use by
+// torch.utils.cpp_extension (see liemem/engine/native/__init__.py).
 //
 // At the paper's sizes (batch 32, 50 cells, 20-wide memory, a few dozen slots) a time step is some forty tensor
 // operations of a few microseconds each, and that fixed cost per operation is most of a training step. These
 // kernels do a step's work in plain loops over raw rows of preallocated buffers, one call per phase: the matrix
 // products go straight to the BLAS torch links, and only the LSTM's activations run on ATen's vectorised
-// functions. They compute what liemem/models/lantm_loop.py computes with tensor operations (its docstring
-// explains the algorithm), up to rounding, and tests compare the two. The group's head movement stays in
-// Python: it is the part a user writes.
+// functions. They compute what liemem/engine/tensor_ops.py (the Lie-access read) and liemem/engine/content.py
+// (the content read of RAM and RAM/tape) compute with tensor operations, up to rounding, and tests compare them.
+// A group's head movement stays in Python, the part a user writes, but for the moves built in here.
 //
 // Layouts: the memory keeps slots along its last axis, keys [B, d, S], values [B, m, S] and strengths [B, 1, S],
 // so that the loops over slots run over contiguous memory; row t of a [T, ...] buffer belongs to time step t.
@@ -214,7 +215,10 @@ struct LoopBuffers {
   at::Tensor weights;           // [T, B, S]
   at::Tensor totals;            // [T, B]: the weights' normaliser
   at::Tensor nearest;           // [T, B], int64: the first nearest slot
-  at::Tensor scales;            // [T, B]: 1 / temperature (softmax)
+  at::Tensor scales;            // [T, B]: 1 / temperature (softmax), or gamma (content)
+  // A content read's tape only (see `LoopLayout::content`):
+  at::Tensor choices;     // [T, B, 3]: the softmax mix of the read key and the two neighbours
+  at::Tensor neighbours;  // [T + 1, B, 2, d]: the neighbour keys offered to step t (row 0 the initial ones)
 };
 
 // Where the step projection's parts start, which weighting the read takes, and the read's constants
@@ -229,8 +233,14 @@ struct LoopLayout {
   double eps = 0;
   double weight_floor = 0;
   double temperature_floor = 0;
+  int64_t initial_slots = 1;  // slots before the first write; input step t writes slot initial_slots + t
+  // A content read (RAM, RAM/tape) instead of a distance read: w_i proportional to s_i exp(gamma <q, k_i>), the
+  // query and write key straight from the projection's first 2 x raw_size columns, no heads to move.
+  bool content = false;
+  int64_t choice_column = -1;  // the tape's three choices (content only)
+  int64_t gamma_column = -1;   // the sharpening's column (content only)
 
-  int64_t temperature_column() const { return weighting == 1 ? weighting_column : -1; }
+  int64_t temperature_column() const { return weighting == 1 && !content ? weighting_column : -1; }
 };
 
 // What the backward pass reads besides the loop's buffers, and where it writes.
@@ -293,7 +303,14 @@ class ForwardLoop {
     capacity_ = keys.size(2);
     width_ = values.size(1);
     projection_ = step_weight.size(0);
-    TORCH_CHECK(capacity_ == input_length + 1, "lantm_loop: the memory needs input_length + 1 slots");
+    initial_slots_ = layout.initial_slots;
+    content_ = layout.content;
+    choice_column_ = layout.choice_column;
+    gamma_column_ = layout.gamma_column;
+    TORCH_CHECK(initial_slots_ >= 1 && capacity_ == input_length + initial_slots_,
+                "lantm_loop: the memory needs input_length + initial_slots slots");
+    TORCH_CHECK(!content_ || (choice_column_ + 3 <= projection_ && gamma_column_ < projection_),
+                "lantm_loop: projection columns out of range");
     TORCH_CHECK(raw_size > 0 && 2 * raw_size <= projection_, "lantm_loop: raw_size does not fit the projection");
     TORCH_CHECK(value_column >= 0 && value_column + width_ <= projection_ && strength_column >= 0 &&
                     strength_column < projection_ && temperature_column < projection_,
@@ -346,7 +363,7 @@ class ForwardLoop {
       cell_rows_.push_back(cells[t + 1]);
       if (t < input_length) {
         value_raw_views_.push_back(outputs[t].narrow(1, value_column, width_));
-        value_slot_views_.push_back(values.select(2, t + 1));
+        value_slot_views_.push_back(values.select(2, t + initial_slots_));
       }
     }
     gate_sigmoids_ = gates_.narrow(1, 0, 3 * size_);
@@ -396,6 +413,28 @@ class ForwardLoop {
     AT_DISPATCH_FLOATING_TYPES(gates_.scalar_type(), "run", [&] {
       run_steps<scalar_t>(move_kind, positions.contiguous(), position_log, action_log,
                           TypedMoveConstants<scalar_t>(constants));
+    });
+  }
+
+  // The whole sequence with a content read (`LoopLayout::content`): each step's controller, then its read and
+  // write. With the tape, `choices` and `neighbours` (row 0 the initial neighbours, filled in by the caller)
+  // receive each step's mix and the neighbour keys its read offers the next step.
+  void run_content(const at::Tensor& choices, const at::Tensor& neighbours) {
+    TORCH_CHECK(content_, "lantm_loop: run_content needs a content layout");
+    if (choice_column_ >= 0) {
+      check_buffer(choices, "choices", gates_, 3);
+      check_buffer(neighbours, "neighbours", gates_, 4);
+      const std::vector<int64_t> choice_shape = {steps_, batch_, 3}, neighbour_shape = {steps_ + 1, batch_, 2, dim_};
+      for (int d = 0; d < 3; ++d) check_size(choices, "choices", d, choice_shape[d]);
+      for (int d = 0; d < 4; ++d) check_size(neighbours, "neighbours", d, neighbour_shape[d]);
+      choices_ = choices;
+      neighbours_ = neighbours;
+    }
+    AT_DISPATCH_FLOATING_TYPES(gates_.scalar_type(), "run_content", [&] {
+      for (int64_t t = 0; t < steps_; ++t) {
+        control_step<scalar_t>(t);
+        content_read_write<scalar_t>(t);
+      }
     });
   }
 
@@ -508,7 +547,7 @@ class ForwardLoop {
     const bool writing = t < input_length_;
     const bool softmax = temperature_column_ >= 0;
     const int64_t batch = batch_, dim = dim_, width = width_, capacity = capacity_, projection = projection_;
-    const int64_t slots = writing ? t + 1 : input_length_ + 1;
+    const int64_t slots = (writing ? t : input_length_) + initial_slots_;
     T* __restrict__ key_data = data<T>(kKeys);
     const T* value_data = data<T>(kValues);
     T* __restrict__ strength_data = data<T>(kStrengths);
@@ -578,15 +617,117 @@ class ForwardLoop {
       }
       if (writing) {  // its value was written above, before the read
         const T* writer = position + position_head;
-        T* written_key = key_data + b * dim * capacity + t + 1;
+        T* written_key = key_data + b * dim * capacity + t + initial_slots_;
         for (int64_t c = 0; c < dim; ++c) written_key[c * capacity] = writer[c * position_coordinate];
-        strength_data[b * capacity + t + 1] = sigmoid(row[strength_column_]);
+        strength_data[b * capacity + t + initial_slots_] = sigmoid(row[strength_column_]);
+      }
+    }
+  }
+
+  // Step t's content read (as liemem/engine/content.py computes it), then its write. The buffers of a distance
+  // read hold: queries the mixed query, dist2 the scores <q, k_i>, factors exp(gamma scores - max), nearest the
+  // slot of the largest, scales gamma.
+  template <typename T>
+  void content_read_write(int64_t t) {
+    const bool writing = t < input_length_, tape = choice_column_ >= 0, sharpening = gamma_column_ >= 0;
+    if (writing) at::tanh_out(value_slot_views_[t], value_raw_views_[t]);  // the value it writes
+    const int64_t batch = batch_, dim = dim_, width = width_, capacity = capacity_, projection = projection_;
+    const int64_t slots = (writing ? t : input_length_) + initial_slots_;
+    T* __restrict__ key_data = data<T>(kKeys);
+    const T* value_data = data<T>(kValues);
+    T* __restrict__ strength_data = data<T>(kStrengths);
+    const T* output = data<T>(kOutputs) + t * batch * projection;
+    T* read_data = data<T>(kRecurrent) + (t + 1) * batch * (width + size_);
+    T* query_data = data<T>(kQueries) + t * batch * dim;
+    T* score_data = data<T>(kDist2) + t * batch * capacity;
+    T* factor_data = data<T>(kFactors) + t * batch * capacity;
+    T* weight_data = data<T>(kWeights) + t * batch * capacity;
+    T* total_data = data<T>(kTotals) + t * batch;
+    T* gamma_data = data<T>(kScales) + t * batch;
+    int64_t* largest_data = tensors_[kNearest].data_ptr<int64_t>() + t * batch;
+    T* choice_data = tape ? choices_.data_ptr<T>() + t * batch * 3 : nullptr;
+    const T* offered = tape ? neighbours_.data_ptr<T>() + t * batch * 2 * dim : nullptr;
+    T* next_offered = tape ? neighbours_.data_ptr<T>() + (t + 1) * batch * 2 * dim : nullptr;
+    const T floor = static_cast<T>(weight_floor_);
+    for (int64_t b = 0; b < batch; ++b) {
+      const T* key = key_data + b * dim * capacity;
+      const T* value = value_data + b * width * capacity;
+      const T* strength = strength_data + b * capacity;
+      const T* row = output + b * projection;
+      T* query = query_data + b * dim;
+      T* __restrict__ score = score_data + b * capacity;
+      T* __restrict__ factor = factor_data + b * capacity;
+      T* __restrict__ weight = weight_data + b * capacity;
+      T* __restrict__ out = read_data + b * (width + size_);
+      if (tape) {  // softmax of the three choices, then the mix of the read key and the offered neighbours
+        T* choice = choice_data + b * 3;
+        const T* logits = row + choice_column_;
+        const T top = std::max(logits[0], std::max(logits[1], logits[2]));
+        T sum = 0;
+        for (int j = 0; j < 3; ++j) sum += (choice[j] = std::exp(logits[j] - top));
+        for (int j = 0; j < 3; ++j) choice[j] /= sum;
+        const T* left = offered + b * 2 * dim;
+        const T* right = left + dim;
+        for (int64_t c = 0; c < dim; ++c) query[c] = choice[0] * row[c] + choice[1] * left[c] + choice[2] * right[c];
+      } else {
+        for (int64_t c = 0; c < dim; ++c) query[c] = row[c];
+      }
+      for (int64_t i = 0; i < slots; ++i) score[i] = 0;
+      for (int64_t c = 0; c < dim; ++c) {
+        const T q = query[c];
+        const T* coordinate = key + c * capacity;
+#pragma omp simd
+        for (int64_t i = 0; i < slots; ++i) score[i] += q * coordinate[i];
+      }
+      const T gamma = sharpening ? T(1) + softplus(row[gamma_column_]) : T(1);
+      gamma_data[b] = gamma;
+      // Strictly larger, so that ties go to the first slot, as max(dim) gives them.
+      int64_t largest = 0;
+      for (int64_t i = 1; i < slots; ++i) {
+        if (gamma * score[i] > gamma * score[largest]) largest = i;
+      }
+      largest_data[b] = largest;
+      const T top = gamma * score[largest];
+      T total = 0;
+      for (int64_t i = 0; i < slots; ++i) {
+        factor[i] = std::exp(gamma * score[i] - top);
+        weight[i] = factor[i] * strength[i] + floor;
+        total += weight[i];
+      }
+      total_data[b] = total;
+      for (int64_t i = 0; i < slots; ++i) weight[i] /= total;
+      for (int64_t j = 0; j < width; ++j) {
+        const T* coordinate = value + j * capacity;
+        T sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < slots; ++i) sum += weight[i] * coordinate[i];
+        out[j] = sum;
+      }
+      if (tape) {  // k_L = sum_i w_{i+1} k_i and k_R = sum_i w_{i-1} k_i, offered to the next step
+        T* left = next_offered + b * 2 * dim;
+        T* right = left + dim;
+        for (int64_t c = 0; c < dim; ++c) {
+          const T* coordinate = key + c * capacity;
+          T sum_left = 0, sum_right = 0;
+          for (int64_t i = 1; i < slots; ++i) sum_left += weight[i] * coordinate[i - 1];
+          for (int64_t i = 0; i + 1 < slots; ++i) sum_right += weight[i] * coordinate[i + 1];
+          left[c] = sum_left;
+          right[c] = sum_right;
+        }
+      }
+      if (writing) {  // its value was written above, before the read
+        T* written_key = key_data + b * dim * capacity + t + initial_slots_;
+        for (int64_t c = 0; c < dim; ++c) written_key[c * capacity] = row[raw_size_ + c];
+        strength_data[b * capacity + t + initial_slots_] = sigmoid(row[strength_column_]);
       }
     }
   }
 
   int64_t input_length_, raw_size_, temperature_column_, value_column_, strength_column_;
   double eps_, weight_floor_, temperature_floor_;
+  int64_t initial_slots_ = 1, choice_column_ = -1, gamma_column_ = -1;
+  bool content_ = false;
+  at::Tensor choices_, neighbours_;
   int64_t steps_ = 0, batch_ = 0, size_ = 0, dim_ = 0, capacity_ = 0, width_ = 0, projection_ = 0;
   std::vector<at::Tensor> tensors_, raw_views_, sigmoid_rows_, candidate_rows_, squashed_rows_, cell_rows_;
   std::vector<at::Tensor> value_raw_views_, value_slot_views_;
@@ -614,8 +755,8 @@ class BackwardLoop {
         dim_(b.keys.size(1)),
         capacity_(b.values.size(2)),
         projection_(b.outputs.size(2)),
-        out_size_(g.encoder_jacobians.size(3)),
-        input_size_(g.encoder_jacobians.size(4)),
+        out_size_(layout.content ? 0 : g.encoder_jacobians.size(3)),
+        input_size_(layout.content ? 0 : g.encoder_jacobians.size(4)),
         softmax_(layout.temperature_column() >= 0),
         eps_(static_cast<T>(layout.eps)),
         scale_ceiling_(T(1) / static_cast<T>(layout.temperature_floor)) {
@@ -626,7 +767,17 @@ class BackwardLoop {
           &g.answer_jacobians, &g.grad_gates,  &g.grad_outputs, &g.grad_keys, &g.grad_values, &g.grad_strengths}) {
       TORCH_CHECK(tensor->is_contiguous(), "lantm_loop: the backward pass needs contiguous buffers");
     }
-    TORCH_CHECK(input_size_ == layout.raw_size + out_size_, "lantm_loop: Jacobians must be [out, raw + out]");
+    TORCH_CHECK(layout.content || input_size_ == layout.raw_size + out_size_,
+                "lantm_loop: Jacobians must be [out, raw + out]");
+    tape_ = layout.content && layout.choice_column >= 0;
+    if (tape_) {
+      TORCH_CHECK(b.choices.is_contiguous() && b.neighbours.is_contiguous(),
+                  "lantm_loop: the tape needs contiguous buffers");
+      choices_ = b.choices.data_ptr<T>();
+      neighbours_ = b.neighbours.data_ptr<T>();
+    }
+    grad_neighbours_ = at::zeros({batch_, 2, dim_}, b.outputs.options());
+    TORCH_CHECK(!layout.content || dim_ <= kMaxContentKey, "lantm_loop: content keys wider than ", kMaxContentKey);
     const bool track_heads = g.head_output_grads.numel() > 0;
     TORCH_CHECK(!track_heads || g.head_output_grads.is_contiguous(), "lantm_loop: head_output_grads not contiguous");
     answer_hidden_ = g.grad_answer_hidden.contiguous();
@@ -677,21 +828,26 @@ class BackwardLoop {
     for (int64_t t = steps_ - 1; t >= 0; --t) {
       for (int64_t b = 0; b < batch_; ++b) {
         answer_inputs(t, b);
-        read(t, b);
-        if (t < layout_.input_length) write(t, b);
-        moves(t, b);
+        if (layout_.content) {
+          if (t < layout_.input_length) write(t, b);
+          content_read(t, b);
+        } else {
+          read(t, b);
+          if (t < layout_.input_length) write(t, b);
+          moves(t, b);
+        }
       }
       controller(t);
     }
     return {grad_recurrent_.narrow(1, width_, size_).clone(), grad_cell_, grad_recurrent_.narrow(1, 0, width_).clone(),
-            grad_heads_};
+            layout_.content ? grad_neighbours_ : grad_heads_};
   }
 
  private:
   T* grad_read(int64_t b) const { return grad_recurrent_data_ + b * (width_ + size_); }
   T* grad_output(int64_t t, int64_t b) const { return grad_outputs_ + (t * batch_ + b) * projection_; }
   T* grad_head(int64_t b) const { return grad_heads_data_ + b * 2 * out_size_; }
-  int64_t slots(int64_t t) const { return t < layout_.input_length ? t + 1 : layout_.input_length + 1; }
+  int64_t slots(int64_t t) const { return std::min(t, layout_.input_length) + layout_.initial_slots; }
 
   // An answer step's output feeds the logits: add the gradients of its hidden state and read.
   void answer_inputs(int64_t t, int64_t b) {
@@ -782,15 +938,117 @@ class BackwardLoop {
     }
   }
 
+  // The content read at step t (`_backward` of liemem/engine/content.py): the read value and the neighbours it
+  // offered the next step, the normalisation, the strengths and the exponential, the sharpening, then the query,
+  // through the tape's mix where there is one.
+  void content_read(int64_t t, int64_t b) {
+    const int64_t capacity = capacity_, width = width_, dim = dim_, n = slots(t);
+    const int64_t saved = (t * batch_ + b) * capacity;
+    const T* score = dist2_ + saved;
+    const T* factor = factors_ + saved;
+    const T* weight = weights_ + saved;
+    const T* query = queries_ + (t * batch_ + b) * dim;
+    const T total = totals_[t * batch_ + b];
+    const int64_t largest = nearest_[t * batch_ + b];
+    const T gamma = scales_[t * batch_ + b];
+    const T* value = values_ + b * width * capacity;
+    const T* strength = strengths_ + b * capacity;
+    const T* key = keys_ + b * dim * capacity;
+    T* grad_value = grad_values_ + b * width * capacity;
+    T* grad_strength = grad_strengths_ + b * capacity;
+    T* grad_key = grad_keys_ + b * dim * capacity;
+    const T* grad_read_row = grad_read(b);
+    T* grad_row = grad_output(t, b);
+    T* grad_weight = grad_weight_;
+    T* grad_scaled = minus_grad_dist2_;
+    for (int64_t i = 0; i < n; ++i) grad_weight[i] = 0;
+    for (int64_t j = 0; j < width; ++j) {
+      const T g = grad_read_row[j];
+      const T* coordinate = value + j * capacity;
+      for (int64_t i = 0; i < n; ++i) grad_weight[i] += g * coordinate[i];
+    }
+    for (int64_t j = 0; j < width; ++j) {
+      const T g = grad_read_row[j];
+      T* grad_coordinate = grad_value + j * capacity;
+      for (int64_t i = 0; i < n; ++i) grad_coordinate[i] += weight[i] * g;
+    }
+    T* grad_offered = grad_neighbours_.data_ptr<T>() + b * 2 * dim;  // of the neighbours step t + 1 mixed in
+    if (tape_) {
+      const T* grad_left = grad_offered;
+      const T* grad_right = grad_offered + dim;
+      for (int64_t c = 0; c < dim; ++c) {
+        const T* coordinate = key + c * capacity;
+        T* grad_coordinate = grad_key + c * capacity;
+        for (int64_t i = 1; i < n; ++i) {
+          grad_weight[i] += grad_left[c] * coordinate[i - 1];
+          grad_coordinate[i - 1] += weight[i] * grad_left[c];
+        }
+        for (int64_t i = 0; i + 1 < n; ++i) {
+          grad_weight[i] += grad_right[c] * coordinate[i + 1];
+          grad_coordinate[i + 1] += weight[i] * grad_right[c];
+        }
+      }
+    }
+    T dot = 0;
+    for (int64_t i = 0; i < n; ++i) dot += grad_weight[i] * weight[i];
+    T sum_scaled = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const T grad_unnormalised = (grad_weight[i] - dot) / total;
+      grad_strength[i] += grad_unnormalised * factor[i];
+      grad_scaled[i] = grad_unnormalised * strength[i] * factor[i];
+      sum_scaled += grad_scaled[i];
+    }
+    grad_scaled[largest] -= sum_scaled;  // the max the exponentials are taken relative to, as `max(dim)` passes it
+    if (layout_.gamma_column >= 0) {
+      T grad_gamma = 0;
+      for (int64_t i = 0; i < n; ++i) grad_gamma += grad_scaled[i] * score[i];
+      grad_row[layout_.gamma_column] =
+          grad_gamma * sigmoid(outputs_[(t * batch_ + b) * projection_ + layout_.gamma_column]);
+    }
+    T grad_query[kMaxContentKey];
+    for (int64_t c = 0; c < dim; ++c) {
+      const T q = query[c];
+      const T* coordinate = key + c * capacity;
+      T* grad_coordinate = grad_key + c * capacity;
+      T sum = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const T grad_score = grad_scaled[i] * gamma;
+        sum += grad_score * coordinate[i];
+        grad_coordinate[i] += grad_score * q;
+      }
+      grad_query[c] = sum;
+    }
+    if (!tape_) {
+      for (int64_t c = 0; c < dim; ++c) grad_row[c] = grad_query[c];
+      return;
+    }
+    const T* choice = choices_ + (t * batch_ + b) * 3;
+    const T* left = neighbours_ + (t * batch_ + b) * 2 * dim;
+    const T* right = left + dim;
+    const T* raw = outputs_ + (t * batch_ + b) * projection_;
+    T grad_choice[3] = {0, 0, 0};
+    for (int64_t c = 0; c < dim; ++c) {
+      grad_choice[0] += raw[c] * grad_query[c];
+      grad_choice[1] += left[c] * grad_query[c];
+      grad_choice[2] += right[c] * grad_query[c];
+      grad_row[c] = choice[0] * grad_query[c];
+      grad_offered[c] = choice[1] * grad_query[c];
+      grad_offered[dim + c] = choice[2] * grad_query[c];
+    }
+    const T mixed = choice[0] * grad_choice[0] + choice[1] * grad_choice[1] + choice[2] * grad_choice[2];
+    for (int j = 0; j < 3; ++j) grad_row[layout_.choice_column + j] = choice[j] * (grad_choice[j] - mixed);
+  }
+
   // The write of step t into slot t + 1: its key is the write head's position, its value tanh and its strength
   // sigmoid of the step projection's columns.
   void write(int64_t t, int64_t b) {
-    const int64_t capacity = capacity_, slot = t + 1;
+    const int64_t capacity = capacity_, slot = t + layout_.initial_slots;
     const T* value = values_ + b * width_ * capacity;
     const T* grad_value = grad_values_ + b * width_ * capacity;
     const T* grad_key = grad_keys_ + b * dim_ * capacity;
     T* grad_row = grad_output(t, b);
-    T* grad_write_head = grad_head(b) + out_size_;
+    // The key is the write head's position, or with a content read the projection's write key columns.
+    T* grad_write_head = layout_.content ? grad_row + layout_.raw_size : grad_head(b) + out_size_;
     for (int64_t d = 0; d < dim_; ++d) grad_write_head[d] += grad_key[d * capacity + slot];
     for (int64_t j = 0; j < width_; ++j) {
       const T written = value[j * capacity + slot];
@@ -865,6 +1123,10 @@ class BackwardLoop {
               grad_recurrent, recurrent_size, false);
   }
 
+  static constexpr int64_t kMaxContentKey = 256;
+  bool tape_ = false;
+  const T *choices_ = nullptr, *neighbours_ = nullptr;
+  at::Tensor grad_neighbours_;
   LoopLayout layout_;
   int64_t steps_, batch_, size_, width_, dim_, capacity_, projection_, out_size_, input_size_;
   bool softmax_;
@@ -944,6 +1206,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   LIEMEM_FIELD(LoopBuffers, buffers, totals);
   LIEMEM_FIELD(LoopBuffers, buffers, nearest);
   LIEMEM_FIELD(LoopBuffers, buffers, scales);
+  LIEMEM_FIELD(LoopBuffers, buffers, choices);
+  LIEMEM_FIELD(LoopBuffers, buffers, neighbours);
   pybind11::class_<LoopLayout> layout(module, "LoopLayout");
   layout.def(pybind11::init<>());
   LIEMEM_FIELD(LoopLayout, layout, input_length);
@@ -955,6 +1219,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   LIEMEM_FIELD(LoopLayout, layout, eps);
   LIEMEM_FIELD(LoopLayout, layout, weight_floor);
   LIEMEM_FIELD(LoopLayout, layout, temperature_floor);
+  LIEMEM_FIELD(LoopLayout, layout, initial_slots);
+  LIEMEM_FIELD(LoopLayout, layout, content);
+  LIEMEM_FIELD(LoopLayout, layout, choice_column);
+  LIEMEM_FIELD(LoopLayout, layout, gamma_column);
   pybind11::class_<BackwardBuffers> grads(module, "BackwardBuffers");
   grads.def(pybind11::init<>());
   LIEMEM_FIELD(BackwardBuffers, grads, grad_answer_hidden);
@@ -972,7 +1240,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
       .def(pybind11::init<const LoopBuffers&, const LoopLayout&>())
       .def("control", &ForwardLoop::control)
       .def("read_write", &ForwardLoop::read_write)
-      .def("run", &ForwardLoop::run);
+      .def("run", &ForwardLoop::run)
+      .def("run_content", &ForwardLoop::run_content);
   module.def("native_move", &native_move_tensors);
   module.def("backward", &backward);
 }
