@@ -540,43 +540,84 @@ class ForwardLoop {
     read_write_rows<T>(t, positions.data_ptr<T>(), positions.stride(0), positions.stride(1), positions.stride(2));
   }
 
+  // One sample's rows at step t: what either read fills in, and where the step's write goes.
+  template <typename T>
+  struct SampleRows {
+    const T* key;            // [d, S]
+    const T* value;          // [m, S]
+    const T* strength;       // [S]
+    const T* row;            // the step projection's outputs
+    T* query;                // [d]
+    T* __restrict__ scores;  // [S]: squared distances, or content scores
+    T* __restrict__ factor;  // [S]
+    T* __restrict__ weight;  // [S]
+    T* __restrict__ out;     // [m]: the read value
+    T* total;
+    T* scale;
+    int64_t* extreme;  // the nearest (distance) or largest (content) slot
+    int64_t slots;
+  };
+
+  template <typename T>
+  SampleRows<T> sample_rows(int64_t t, int64_t b) {
+    const int64_t capacity = capacity_, step = t * batch_ + b;
+    return SampleRows<T>{data<T>(kKeys) + b * dim_ * capacity,
+                         data<T>(kValues) + b * width_ * capacity,
+                         data<T>(kStrengths) + b * capacity,
+                         data<T>(kOutputs) + step * projection_,
+                         data<T>(kQueries) + step * dim_,
+                         data<T>(kDist2) + step * capacity,
+                         data<T>(kFactors) + step * capacity,
+                         data<T>(kWeights) + step * capacity,
+                         data<T>(kRecurrent) + ((t + 1) * batch_ + b) * (width_ + size_),
+                         data<T>(kTotals) + step,
+                         data<T>(kScales) + step,
+                         tensors_[kNearest].data_ptr<int64_t>() + step,
+                         (t < input_length_ ? t : input_length_) + initial_slots_};
+  }
+
+  // The read value, sum_i w_i v_i.
+  template <typename T>
+  void read_values(const SampleRows<T>& r) const {
+    for (int64_t j = 0; j < width_; ++j) {
+      const T* coordinate = r.value + j * capacity_;
+      T sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = 0; i < r.slots; ++i) sum += r.weight[i] * coordinate[i];
+      r.out[j] = sum;
+    }
+  }
+
+  // The write of step t into slot t + initial_slots: the key (its coordinates `stride` apart) and the strength;
+  // the value was written before the read.
+  template <typename T>
+  void write_slot(int64_t t, int64_t b, const T* row, const T* key, int64_t stride) {
+    const int64_t capacity = capacity_, slot = t + initial_slots_;
+    T* written_key = data<T>(kKeys) + b * dim_ * capacity + slot;
+    for (int64_t c = 0; c < dim_; ++c) written_key[c * capacity] = key[c * stride];
+    data<T>(kStrengths)[b * capacity + slot] = sigmoid(row[strength_column_]);
+  }
+
   template <typename T>
   void read_write_rows(int64_t t, const T* position_data, int64_t position_batch, int64_t position_head,
                        int64_t position_coordinate) {
     if (t < input_length_) at::tanh_out(value_slot_views_[t], value_raw_views_[t]);  // the value it writes
     const bool writing = t < input_length_;
     const bool softmax = temperature_column_ >= 0;
-    const int64_t batch = batch_, dim = dim_, width = width_, capacity = capacity_, projection = projection_;
-    const int64_t slots = (writing ? t : input_length_) + initial_slots_;
-    T* __restrict__ key_data = data<T>(kKeys);
-    const T* value_data = data<T>(kValues);
-    T* __restrict__ strength_data = data<T>(kStrengths);
-    const T* output = data<T>(kOutputs) + t * batch * projection;
-    T* read_data = data<T>(kRecurrent) + (t + 1) * batch * (width + size_);
-    T* query_data = data<T>(kQueries) + t * batch * dim;
-    T* dist2_data = data<T>(kDist2) + t * batch * capacity;
-    T* factor_data = data<T>(kFactors) + t * batch * capacity;
-    T* weight_data = data<T>(kWeights) + t * batch * capacity;
-    T* total_data = data<T>(kTotals) + t * batch;
-    T* scale_data = data<T>(kScales) + t * batch;
-    int64_t* nearest_data = tensors_[kNearest].data_ptr<int64_t>() + t * batch;
+    const int64_t dim = dim_, capacity = capacity_;
     const T e = static_cast<T>(eps_), floor = static_cast<T>(weight_floor_);
-    for (int64_t b = 0; b < batch; ++b) {
-      const T* key = key_data + b * dim * capacity;
-      const T* value = value_data + b * width * capacity;
-      const T* strength = strength_data + b * capacity;
+    for (int64_t b = 0; b < batch_; ++b) {
+      const SampleRows<T> r = sample_rows<T>(t, b);
+      const int64_t slots = r.slots;
       const T* position = position_data + b * position_batch;
-      const T* row = output + b * projection;
-      T* query = query_data + b * dim;
-      T* __restrict__ d2 = dist2_data + b * capacity;
-      T* __restrict__ factor = factor_data + b * capacity;
-      T* __restrict__ weight = weight_data + b * capacity;
-      T* __restrict__ out = read_data + b * (width + size_);
-      for (int64_t c = 0; c < dim; ++c) query[c] = position[c * position_coordinate];
+      T* __restrict__ d2 = r.scores;
+      T* __restrict__ factor = r.factor;
+      T* __restrict__ weight = r.weight;
+      for (int64_t c = 0; c < dim; ++c) r.query[c] = position[c * position_coordinate];
       for (int64_t i = 0; i < slots; ++i) d2[i] = 0;
       for (int64_t c = 0; c < dim; ++c) {
-        const T q = query[c];
-        const T* coordinate = key + c * capacity;
+        const T q = r.query[c];
+        const T* coordinate = r.key + c * capacity;
 #pragma omp simd
         for (int64_t i = 0; i < slots; ++i) {
           const T diff = q - coordinate[i];
@@ -588,11 +629,11 @@ class ForwardLoop {
       for (int64_t i = 1; i < slots; ++i) {
         if (d2[i] < d2[smallest_index]) smallest_index = i;
       }
-      nearest_data[b] = smallest_index;
+      *r.extreme = smallest_index;
       const T smallest = d2[smallest_index];
       if (softmax) {
-        const T scale = T(1) / std::max(softplus(row[temperature_column_]), static_cast<T>(temperature_floor_));
-        scale_data[b] = scale;
+        const T scale = T(1) / std::max(softplus(r.row[temperature_column_]), static_cast<T>(temperature_floor_));
+        *r.scale = scale;
         for (int64_t i = 0; i < slots; ++i) factor[i] = std::exp(-(d2[i] - smallest) * scale);
       } else {
 #pragma omp simd
@@ -601,26 +642,15 @@ class ForwardLoop {
       T total = 0;
 #pragma omp simd reduction(+ : total)
       for (int64_t i = 0; i < slots; ++i) {
-        weight[i] = factor[i] * strength[i] + floor;
+        weight[i] = factor[i] * r.strength[i] + floor;
         total += weight[i];
       }
-      total_data[b] = total;
+      *r.total = total;
       const T inverse_total = T(1) / total;
 #pragma omp simd
       for (int64_t i = 0; i < slots; ++i) weight[i] *= inverse_total;
-      for (int64_t j = 0; j < width; ++j) {
-        const T* coordinate = value + j * capacity;
-        T sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < slots; ++i) sum += weight[i] * coordinate[i];
-        out[j] = sum;
-      }
-      if (writing) {  // its value was written above, before the read
-        const T* writer = position + position_head;
-        T* written_key = key_data + b * dim * capacity + t + initial_slots_;
-        for (int64_t c = 0; c < dim; ++c) written_key[c * capacity] = writer[c * position_coordinate];
-        strength_data[b * capacity + t + initial_slots_] = sigmoid(row[strength_column_]);
-      }
+      read_values(r);
+      if (writing) write_slot(t, b, r.row, position + position_head, position_coordinate);
     }
   }
 
@@ -631,34 +661,19 @@ class ForwardLoop {
   void content_read_write(int64_t t) {
     const bool writing = t < input_length_, tape = choice_column_ >= 0, sharpening = gamma_column_ >= 0;
     if (writing) at::tanh_out(value_slot_views_[t], value_raw_views_[t]);  // the value it writes
-    const int64_t batch = batch_, dim = dim_, width = width_, capacity = capacity_, projection = projection_;
-    const int64_t slots = (writing ? t : input_length_) + initial_slots_;
-    T* __restrict__ key_data = data<T>(kKeys);
-    const T* value_data = data<T>(kValues);
-    T* __restrict__ strength_data = data<T>(kStrengths);
-    const T* output = data<T>(kOutputs) + t * batch * projection;
-    T* read_data = data<T>(kRecurrent) + (t + 1) * batch * (width + size_);
-    T* query_data = data<T>(kQueries) + t * batch * dim;
-    T* score_data = data<T>(kDist2) + t * batch * capacity;
-    T* factor_data = data<T>(kFactors) + t * batch * capacity;
-    T* weight_data = data<T>(kWeights) + t * batch * capacity;
-    T* total_data = data<T>(kTotals) + t * batch;
-    T* gamma_data = data<T>(kScales) + t * batch;
-    int64_t* largest_data = tensors_[kNearest].data_ptr<int64_t>() + t * batch;
-    T* choice_data = tape ? choices_.data_ptr<T>() + t * batch * 3 : nullptr;
-    const T* offered = tape ? neighbours_.data_ptr<T>() + t * batch * 2 * dim : nullptr;
-    T* next_offered = tape ? neighbours_.data_ptr<T>() + (t + 1) * batch * 2 * dim : nullptr;
+    const int64_t dim = dim_, capacity = capacity_;
+    T* choice_data = tape ? choices_.data_ptr<T>() + t * batch_ * 3 : nullptr;
+    const T* offered = tape ? neighbours_.data_ptr<T>() + t * batch_ * 2 * dim : nullptr;
+    T* next_offered = tape ? neighbours_.data_ptr<T>() + (t + 1) * batch_ * 2 * dim : nullptr;
     const T floor = static_cast<T>(weight_floor_);
-    for (int64_t b = 0; b < batch; ++b) {
-      const T* key = key_data + b * dim * capacity;
-      const T* value = value_data + b * width * capacity;
-      const T* strength = strength_data + b * capacity;
-      const T* row = output + b * projection;
-      T* query = query_data + b * dim;
-      T* __restrict__ score = score_data + b * capacity;
-      T* __restrict__ factor = factor_data + b * capacity;
-      T* __restrict__ weight = weight_data + b * capacity;
-      T* __restrict__ out = read_data + b * (width + size_);
+    for (int64_t b = 0; b < batch_; ++b) {
+      const SampleRows<T> r = sample_rows<T>(t, b);
+      const int64_t slots = r.slots;
+      const T* row = r.row;
+      T* query = r.query;
+      T* __restrict__ score = r.scores;
+      T* __restrict__ factor = r.factor;
+      T* __restrict__ weight = r.weight;
       if (tape) {  // softmax of the three choices, then the mix of the read key and the offered neighbours
         T* choice = choice_data + b * 3;
         const T* logits = row + choice_column_;
@@ -675,39 +690,33 @@ class ForwardLoop {
       for (int64_t i = 0; i < slots; ++i) score[i] = 0;
       for (int64_t c = 0; c < dim; ++c) {
         const T q = query[c];
-        const T* coordinate = key + c * capacity;
+        const T* coordinate = r.key + c * capacity;
 #pragma omp simd
         for (int64_t i = 0; i < slots; ++i) score[i] += q * coordinate[i];
       }
       const T gamma = sharpening ? T(1) + softplus(row[gamma_column_]) : T(1);
-      gamma_data[b] = gamma;
+      *r.scale = gamma;
       // Strictly larger, so that ties go to the first slot, as max(dim) gives them.
       int64_t largest = 0;
       for (int64_t i = 1; i < slots; ++i) {
         if (gamma * score[i] > gamma * score[largest]) largest = i;
       }
-      largest_data[b] = largest;
+      *r.extreme = largest;
       const T top = gamma * score[largest];
       T total = 0;
       for (int64_t i = 0; i < slots; ++i) {
         factor[i] = std::exp(gamma * score[i] - top);
-        weight[i] = factor[i] * strength[i] + floor;
+        weight[i] = factor[i] * r.strength[i] + floor;
         total += weight[i];
       }
-      total_data[b] = total;
+      *r.total = total;
       for (int64_t i = 0; i < slots; ++i) weight[i] /= total;
-      for (int64_t j = 0; j < width; ++j) {
-        const T* coordinate = value + j * capacity;
-        T sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < slots; ++i) sum += weight[i] * coordinate[i];
-        out[j] = sum;
-      }
+      read_values(r);
       if (tape) {  // k_L = sum_i w_{i+1} k_i and k_R = sum_i w_{i-1} k_i, offered to the next step
         T* left = next_offered + b * 2 * dim;
         T* right = left + dim;
         for (int64_t c = 0; c < dim; ++c) {
-          const T* coordinate = key + c * capacity;
+          const T* coordinate = r.key + c * capacity;
           T sum_left = 0, sum_right = 0;
           for (int64_t i = 1; i < slots; ++i) sum_left += weight[i] * coordinate[i - 1];
           for (int64_t i = 0; i + 1 < slots; ++i) sum_right += weight[i] * coordinate[i + 1];
@@ -715,11 +724,7 @@ class ForwardLoop {
           right[c] = sum_right;
         }
       }
-      if (writing) {  // its value was written above, before the read
-        T* written_key = key_data + b * dim * capacity + t + initial_slots_;
-        for (int64_t c = 0; c < dim; ++c) written_key[c * capacity] = row[raw_size_ + c];
-        strength_data[b * capacity + t + initial_slots_] = sigmoid(row[strength_column_]);
-      }
+      if (writing) write_slot(t, b, row, row + raw_size_, 1);
     }
   }
 
