@@ -126,19 +126,29 @@ def _forward_steps(loop, move, positions, group, input_length: int, steps: int) 
     return states_before
 
 
-def backward(ctx, saved, grad_answer_hidden, grad_answer_reads) -> LoopGrads:
-    """The reverse loop on the kernels, in one call."""
-    recurrent, outputs, recurrent_weight, _ = saved
-    buffers, heads_replay = ctx.buffers, ctx.replay
-    g = ctx.kernels.BackwardBuffers()
+def backward_buffers(kernels, buffers, recurrent_weight, grad_answer_hidden, grad_answer_reads):
+    """A `BackwardBuffers` with the answer steps' incoming gradients, zeroed gradients of the memory and the
+    projection's outputs, and no heads' Jacobians (a caller with heads sets them)."""
+    g = kernels.BackwardBuffers()
+    outputs = buffers.outputs
     g.grad_answer_hidden, g.grad_answer_reads = grad_answer_hidden, grad_answer_reads
-    g.encoder_jacobians, g.answer_jacobians = heads_replay.encoder, heads_replay.answer
-    output_grads = heads_replay.output_grads
-    g.head_output_grads = outputs.new_empty(0) if output_grads is None else output_grads.view(len(output_grads), -1)
-    g.grad_gates = recurrent.new_empty(*outputs.shape[:2], recurrent_weight.shape[0])
+    g.encoder_jacobians = g.answer_jacobians = g.head_output_grads = outputs.new_empty(0)
+    g.grad_gates = outputs.new_empty(*outputs.shape[:2], recurrent_weight.shape[0])
     g.grad_outputs = torch.zeros_like(outputs)
     g.grad_keys, g.grad_values = torch.zeros_like(buffers.keys), torch.zeros_like(buffers.values)
     g.grad_strengths = torch.zeros_like(buffers.strengths)
+    return g
+
+
+def backward(ctx, saved, grad_answer_hidden, grad_answer_reads) -> LoopGrads:
+    """The reverse loop on the kernels, in one call."""
+    _, _, recurrent_weight, _ = saved
+    buffers, heads_replay = ctx.buffers, ctx.replay
+    g = backward_buffers(ctx.kernels, buffers, recurrent_weight, grad_answer_hidden, grad_answer_reads)
+    g.encoder_jacobians, g.answer_jacobians = heads_replay.encoder, heads_replay.answer
+    output_grads = heads_replay.output_grads
+    if output_grads is not None:
+        g.head_output_grads = output_grads.view(len(output_grads), -1)
     with torch.inference_mode():
         grad_hidden, grad_cell, grad_read, grad_heads = ctx.kernels.backward(buffers, ctx.layout, g)
     return LoopGrads(
@@ -195,18 +205,11 @@ def content_forward(ctx, layout, input_length: int, differentiable: bool, inputs
     return recurrent, buffers.outputs, answers[..., width:].clone(), answers[..., :width].clone()
 
 
-def content_backward(ctx, recurrent, outputs, recurrent_weight, grad_answer_hidden, grad_answer_reads):
+def content_backward(ctx, recurrent_weight, grad_answer_hidden, grad_answer_reads):
     """The reverse loop of `content_forward`, in one call: the per-step gradients of the gates and the projection's
     outputs, then those of the initial state, slots and neighbours."""
     buffers, first = ctx.buffers, ctx.first
-    g = ctx.kernels.BackwardBuffers()
-    g.grad_answer_hidden, g.grad_answer_reads = grad_answer_hidden, grad_answer_reads
-    empty = outputs.new_empty(0)
-    g.encoder_jacobians = g.answer_jacobians = g.head_output_grads = empty
-    g.grad_gates = recurrent.new_empty(*outputs.shape[:2], recurrent_weight.shape[0])
-    g.grad_outputs = torch.zeros_like(outputs)
-    g.grad_keys, g.grad_values = torch.zeros_like(buffers.keys), torch.zeros_like(buffers.values)
-    g.grad_strengths = torch.zeros_like(buffers.strengths)
+    g = backward_buffers(ctx.kernels, buffers, recurrent_weight, grad_answer_hidden, grad_answer_reads)
     with torch.inference_mode():
         grad_hidden, grad_cell, grad_read, grad_neighbours = ctx.kernels.backward(buffers, ctx.layout_settings, g)
     return (

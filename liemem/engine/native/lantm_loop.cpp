@@ -866,32 +866,60 @@ class BackwardLoop {
     for (int64_t j = 0; j < width_; ++j) grad_read_row[j] += read_in[j];
   }
 
+  // One sample's saved read at step t, and where its gradients go.
+  struct ReadRows {
+    const T *scores, *factor, *weight, *query;  // squared distances or content scores, per slot
+    T total, scale;
+    int64_t extreme;  // the nearest (distance) or largest (content) slot
+    const T *value, *strength, *key, *grad_read;
+    T *grad_value, *grad_strength, *grad_key;
+    int64_t slots;
+  };
+
+  ReadRows read_rows(int64_t t, int64_t b) const {
+    const int64_t capacity = capacity_, step = t * batch_ + b, saved = step * capacity;
+    return ReadRows{dist2_ + saved,
+                    factors_ + saved,
+                    weights_ + saved,
+                    queries_ + step * dim_,
+                    totals_[step],
+                    scales_[step],
+                    nearest_[step],
+                    values_ + b * width_ * capacity,
+                    strengths_ + b * capacity,
+                    keys_ + b * dim_ * capacity,
+                    grad_read(b),
+                    grad_values_ + b * width_ * capacity,
+                    grad_strengths_ + b * capacity,
+                    grad_keys_ + b * dim_ * capacity,
+                    slots(t)};
+  }
+
+  // The gradient of each slot's weight from the read value's: <grad r, v_i>, into `grad_weight_`.
+  void weight_grads(const ReadRows& r) {
+    T* grad_weight = grad_weight_;
+    const int64_t n = r.slots;
+    for (int64_t i = 0; i < n; ++i) grad_weight[i] = 0;
+    for (int64_t j = 0; j < width_; ++j) {
+      const T g = r.grad_read[j];
+      const T* coordinate = r.value + j * capacity_;
+      for (int64_t i = 0; i < n; ++i) grad_weight[i] += g * coordinate[i];
+    }
+  }
+
   // The read at step t (`cells.chordal_read_backward`): gradients of its weights, through the normalisation and
   // the weighting to the squared distances, the strengths and the values, then to the keys and the query.
   void read(int64_t t, int64_t b) {
-    const int64_t capacity = capacity_, width = width_, dim = dim_, n = slots(t);
-    const int64_t saved = (t * batch_ + b) * capacity;  // row (t, b) of the [T, B, S] buffers
-    const T* d2 = dist2_ + saved;
-    const T* factor = factors_ + saved;
-    const T* weight = weights_ + saved;
-    const T* query = queries_ + (t * batch_ + b) * dim;
-    const T total = totals_[t * batch_ + b];
-    const int64_t near = nearest_[t * batch_ + b];
-    const T* value = values_ + b * width * capacity;
-    const T* strength = strengths_ + b * capacity;
-    const T* key = keys_ + b * dim * capacity;
-    T* grad_value = grad_values_ + b * width * capacity;
-    T* grad_strength = grad_strengths_ + b * capacity;
-    T* grad_key = grad_keys_ + b * dim * capacity;
-    const T* grad_read_row = grad_read(b);
+    const ReadRows r = read_rows(t, b);
+    const int64_t capacity = capacity_, width = width_, dim = dim_, n = r.slots;
+    const T *d2 = r.scores, *factor = r.factor, *weight = r.weight, *query = r.query;
+    const T total = r.total;
+    const int64_t near = r.extreme;
+    const T *strength = r.strength, *key = r.key, *grad_read_row = r.grad_read;
+    T *grad_value = r.grad_value, *grad_strength = r.grad_strength, *grad_key = r.grad_key;
     T* grad_weight = grad_weight_;
     T* minus_grad_dist2 = minus_grad_dist2_;
-    for (int64_t i = 0; i < n; ++i) grad_weight[i] = 0;
-    for (int64_t j = 0; j < width; ++j) {
-      const T g = grad_read_row[j];
-      const T* coordinate = value + j * capacity;
-      for (int64_t i = 0; i < n; ++i) grad_weight[i] += g * coordinate[i];
-    }
+    weight_grads(r);
     T dot = 0;
     for (int64_t i = 0; i < n; ++i) dot += grad_weight[i] * weight[i];
     T grad_nearest = 0, grad_temperature = 0;
@@ -947,31 +975,17 @@ class BackwardLoop {
   // offered the next step, the normalisation, the strengths and the exponential, the sharpening, then the query,
   // through the tape's mix where there is one.
   void content_read(int64_t t, int64_t b) {
-    const int64_t capacity = capacity_, width = width_, dim = dim_, n = slots(t);
-    const int64_t saved = (t * batch_ + b) * capacity;
-    const T* score = dist2_ + saved;
-    const T* factor = factors_ + saved;
-    const T* weight = weights_ + saved;
-    const T* query = queries_ + (t * batch_ + b) * dim;
-    const T total = totals_[t * batch_ + b];
-    const int64_t largest = nearest_[t * batch_ + b];
-    const T gamma = scales_[t * batch_ + b];
-    const T* value = values_ + b * width * capacity;
-    const T* strength = strengths_ + b * capacity;
-    const T* key = keys_ + b * dim * capacity;
-    T* grad_value = grad_values_ + b * width * capacity;
-    T* grad_strength = grad_strengths_ + b * capacity;
-    T* grad_key = grad_keys_ + b * dim * capacity;
-    const T* grad_read_row = grad_read(b);
+    const ReadRows r = read_rows(t, b);
+    const int64_t capacity = capacity_, width = width_, dim = dim_, n = r.slots;
+    const T *score = r.scores, *factor = r.factor, *weight = r.weight, *query = r.query;
+    const T total = r.total, gamma = r.scale;
+    const int64_t largest = r.extreme;
+    const T *strength = r.strength, *key = r.key, *grad_read_row = r.grad_read;
+    T *grad_value = r.grad_value, *grad_strength = r.grad_strength, *grad_key = r.grad_key;
     T* grad_row = grad_output(t, b);
     T* grad_weight = grad_weight_;
     T* grad_scaled = minus_grad_dist2_;
-    for (int64_t i = 0; i < n; ++i) grad_weight[i] = 0;
-    for (int64_t j = 0; j < width; ++j) {
-      const T g = grad_read_row[j];
-      const T* coordinate = value + j * capacity;
-      for (int64_t i = 0; i < n; ++i) grad_weight[i] += g * coordinate[i];
-    }
+    weight_grads(r);
     for (int64_t j = 0; j < width; ++j) {
       const T g = grad_read_row[j];
       T* grad_coordinate = grad_value + j * capacity;
