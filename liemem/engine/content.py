@@ -71,9 +71,7 @@ class ContentLoop(torch.autograd.Function):
     def backward(ctx, grad_answer_hidden, grad_answer_reads):
         recurrent, outputs, recurrent_weight, step_weight = ctx.saved_tensors
         if ctx.backend == "kernels":
-            grads = kernels.content_backward(
-                ctx, recurrent, outputs, recurrent_weight, grad_answer_hidden, grad_answer_reads
-            )
+            grads = kernels.content_backward(ctx, recurrent_weight, grad_answer_hidden, grad_answer_reads)
         else:
             grads = _backward(
                 ctx, recurrent, outputs, recurrent_weight, step_weight, grad_answer_hidden, grad_answer_reads
