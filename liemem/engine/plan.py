@@ -19,6 +19,7 @@ By default the fastest plan that applies is taken, and the plan says why a faste
     autograd | loop | kernels              that backend, with the best move it can run
     loop:python | kernels:python | kernels:built-in | loop:compiled | kernels:compiled   also the move
 
+RAM and RAM/tape (`recurrence = "content"`) take the same backends with no heads to move (`engine.content`).
 A forced plan that cannot run this model raises `EngineError` saying why. `LIEMEM_COMPILE=0`, the switch of
 earlier versions, still means `no-compile`.
 """
@@ -108,8 +109,9 @@ def forced(value: str):
 
 
 def plan_for(model, device: torch.device, dtype: torch.dtype, training: bool) -> Plan:
-    """The plan a forward pass of `model` (a `LieAccessMachine`) takes on `device` in `dtype`; `training`: a pass
-    that may be differentiated. Raises `EngineError` if the switch forces a plan that cannot run."""
+    """The plan a forward pass of `model` takes on `device` in `dtype`; `training`: a pass that may be
+    differentiated. `model` is a `LieAccessMachine`, or a model with `recurrence = "content"` (RAM, RAM/tape),
+    whose plan names no move. Raises `EngineError` if the switch forces a plan that cannot run."""
     request = requested()
     device = torch.device(device)
     if getattr(model, "recurrence", "lie-access") == "content":
