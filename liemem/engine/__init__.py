@@ -14,7 +14,7 @@ runs whole sequences fast and differentiates them by hand. The layers, top to bo
 
 from __future__ import annotations
 
-from .plan import SWITCH, EngineError, Plan, compile_steps, forced, plan_for, plan_of
+from .plan import SWITCH, EngineError, Plan, PlannedModel, compile_steps, forced, plan_for, plan_of
 from .recurrence import run
 
-__all__ = ["SWITCH", "EngineError", "Plan", "compile_steps", "forced", "plan_for", "plan_of", "run"]
+__all__ = ["SWITCH", "EngineError", "Plan", "PlannedModel", "compile_steps", "forced", "plan_for", "plan_of", "run"]

@@ -54,11 +54,15 @@ def layout(kernels, model, input_length: int, dtype: torch.dtype):
     return result
 
 
-def loop_buffers(kernels, inputs: LoopInputs, input_length: int):
-    """A `LoopBuffers` for one sequence: the inputs, and empty buffers for what the loop computes and keeps."""
-    projected, recurrent_weight, step_weight, step_bias, hidden, cell, read, _, key, value, strength = inputs
+def loop_buffers(kernels, inputs, first_slots, input_length: int):
+    """A `LoopBuffers` for one sequence: the controller's inputs (the first seven fields of `LoopInputs` or
+    `content.ContentInputs`), the memory's first slots `(keys [B, S0, d], values [B, S0, m], strengths [B, S0])`,
+    and empty buffers for what the loop computes and keeps."""
+    projected, recurrent_weight, step_weight, step_bias, hidden, cell, read = inputs[:7]
+    first_keys, first_values, first_strengths = first_slots
     steps, batch = projected.shape[:2]
-    width, size, key_dim, slots = read.shape[-1], hidden.shape[-1], key.shape[-1], input_length + 1
+    first = first_keys.shape[1]
+    width, size, key_dim, slots = read.shape[-1], hidden.shape[-1], first_keys.shape[-1], input_length + first
     new = projected.new_empty
     b = kernels.LoopBuffers()
     b.projected, b.recurrent_weight = projected.contiguous(), recurrent_weight.contiguous()
@@ -71,7 +75,9 @@ def loop_buffers(kernels, inputs: LoopInputs, input_length: int):
     b.sigmoids, b.candidates, b.squashed = new(steps, batch, 3 * size), new(steps, batch, size), new(steps, batch, size)
     # Slots along the last axis, so that the kernels' loops over slots run over contiguous memory.
     b.keys, b.values, b.strengths = new(batch, key_dim, slots), new(batch, width, slots), new(batch, 1, slots)
-    b.keys[..., 0], b.values[..., 0], b.strengths[..., 0] = key, value, strength.unsqueeze(-1)
+    b.keys[..., :first] = first_keys.transpose(1, 2)
+    b.values[..., :first] = first_values.transpose(1, 2)
+    b.strengths[:, 0, :first] = first_strengths
     b.queries = new(steps, batch, key_dim)
     b.dist2, b.factors, b.weights = new(steps, batch, slots), new(steps, batch, slots), new(steps, batch, slots)
     b.totals, b.scales = new(steps, batch), new(steps, batch)
@@ -85,7 +91,8 @@ def forward(ctx, model, plan, input_length: int, differentiable: bool, inputs: L
     steps, batch = inputs.projected.shape[:2]
     width, key_dim = inputs.read.shape[-1], inputs.key.shape[-1]
     group = model.heads.group
-    buffers = loop_buffers(kernels, inputs, input_length)
+    first_slots = inputs.key.unsqueeze(1), inputs.value.unsqueeze(1), inputs.strength.unsqueeze(1)
+    buffers = loop_buffers(kernels, inputs, first_slots, input_length)
     ctx.kernels, ctx.buffers = kernels, buffers
     ctx.layout = layout(kernels, model, input_length, inputs.projected.dtype)
     loop = kernels.ForwardLoop(buffers, ctx.layout)
@@ -171,25 +178,15 @@ def content_forward(ctx, layout, input_length: int, differentiable: bool, inputs
     """`engine.content`'s forward loop on the kernels, in one call; returns the `recurrent` and `outputs` buffers and
     the answer steps' hidden states and reads. Keeps in `ctx` what `content_backward` needs."""
     kernels = native.lantm_loop()
-    projected, recurrent_weight, step_weight, step_bias, hidden, cell, read, keys0, values0, strengths0, neighbours = (
-        inputs
-    )
-    first = keys0.shape[1]
-    dtype = projected.dtype
-    loop_inputs = LoopInputs(
-        projected, recurrent_weight, step_weight, step_bias, hidden, cell, read, None, keys0[:, 0], values0[:, 0],
-        strengths0[:, 0],
-    )  # fmt: skip
-    buffers = loop_buffers(kernels, loop_inputs, input_length + first - 1)
-    buffers.keys[..., :first] = keys0.transpose(1, 2)
-    buffers.values[..., :first] = values0.transpose(1, 2)
-    buffers.strengths[:, 0, :first] = strengths0
+    projected, read = inputs.projected, inputs.read
+    first, dtype = inputs.keys.shape[1], projected.dtype
+    buffers = loop_buffers(kernels, inputs, (inputs.keys, inputs.values, inputs.strengths), input_length)
     steps, batch = projected.shape[:2]
     tape = layout.choice >= 0
     if tape:
         buffers.choices = projected.new_empty(steps, batch, 3)
         buffers.neighbours = projected.new_empty(steps + 1, batch, 2, layout.key_dim)
-        buffers.neighbours[0] = neighbours
+        buffers.neighbours[0] = inputs.neighbours
     settings = kernels.LoopLayout()
     settings.input_length, settings.raw_size, settings.initial_slots = input_length, layout.key_dim, first
     settings.content, settings.choice_column, settings.gamma_column = True, layout.choice, layout.gamma

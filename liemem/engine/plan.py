@@ -173,6 +173,21 @@ def plan_of(model, training: bool = True) -> Plan:
     return plan_for(model, parameter.device, parameter.dtype, training)
 
 
+class PlannedModel:
+    """A model whose sequences the engine runs: its `plan`, and the plan in its `repr`."""
+
+    def plan(self, training: bool = True) -> Plan:
+        """How a forward pass runs at the parameters' device and dtype (`plan_for`)."""
+        return plan_of(self, training)
+
+    def plan_description(self) -> str:
+        """The plan as text, or why a forced plan cannot run: for `repr`, which must not raise."""
+        try:
+            return str(self.plan())
+        except EngineError as error:
+            return f"none ({error})"
+
+
 def _why_not_loop(model) -> str:
     controller = model.controller
     if controller.kind != "lstm" or controller.layers != 1:

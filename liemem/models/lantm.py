@@ -104,7 +104,7 @@ class LieAccessTrace(NamedTuple):
         return AccessTrace(self.logits, reads, writes, input_length)
 
 
-class LieAccessMachine(SequenceModel):
+class LieAccessMachine(engine.PlannedModel, SequenceModel):
     """An LSTM controller driving a read and a write head through `group`'s key space (paper, section 4)."""
 
     config_class = LANTMConfig
@@ -187,10 +187,6 @@ class LieAccessMachine(SequenceModel):
         # A compiled function neither copies nor pickles; a copy compiles its own with `compile_steps`.
         return {**self.__dict__, "_compiled_steps": None}
 
-    def plan(self, training: bool = True) -> engine.Plan:
-        """How a forward pass runs at the parameters' device and dtype (`liemem.engine.plan_for`)."""
-        return engine.plan_of(self, training)
-
     def _run_engine(self, plan: engine.Plan, stream: torch.Tensor, input_length: int) -> torch.Tensor:
         batch = stream.shape[1]
         project = self.key_space.project
@@ -263,8 +259,5 @@ class LieAccessMachine(SequenceModel):
 
     def extra_repr(self) -> str:
         c = self.config
-        try:
-            plan = str(self.plan())
-        except engine.EngineError as error:
-            plan = f"none ({error})"
+        plan = self.plan_description()
         return f"vocab_size={self.vocab_size}, group={c.group!r}, weighting={c.weighting!r}, engine={plan!r}"

@@ -52,7 +52,7 @@ class RAMConfig:
         require_controller_fields(owner, self)
 
 
-class RandomAccessMachine(SequenceModel):
+class RandomAccessMachine(engine.PlannedModel, SequenceModel):
     """An LSTM controller with an append-only key-value memory read by content-free attention."""
 
     config_class = RAMConfig
@@ -108,10 +108,6 @@ class RandomAccessMachine(SequenceModel):
         if plan.backend != "autograd":
             return self._run_engine(plan, stream, input_length)
         return self._run(stream, input_length)
-
-    def plan(self, training: bool = True) -> engine.Plan:
-        """How a forward pass runs (`liemem.engine.plan_for`)."""
-        return engine.plan_of(self, training)
 
     def _run_engine(self, plan: engine.Plan, stream: torch.Tensor, input_length: int) -> torch.Tensor:
         batch, config, slots = stream.shape[1], self.config, self.initial_slots
@@ -195,8 +191,4 @@ class RandomAccessMachine(SequenceModel):
     def extra_repr(self) -> str:
         c = self.config
         text = f"vocab_size={self.vocab_size}, tape={c.tape}, sharpening={c.sharpening}, key_dim={c.key_dim}"
-        try:
-            plan = str(self.plan())
-        except engine.EngineError as error:
-            plan = f"none ({error})"
-        return f"{text}, engine={plan!r}"
+        return f"{text}, engine={self.plan_description()!r}"
