@@ -31,7 +31,7 @@ from pathlib import Path
 from . import engine, presets, tasks
 from .config import ConfigError, require_int
 from .training import CheckpointError, TrainConfig, TrainingDiverged, evaluate, load_config, parse_lengths
-from .training.config import MAX_EVAL_SAMPLES, MAX_SEED
+from .training.config import MAX_EVAL_SAMPLES, MAX_SEED, scaled_lengths
 from .training.data import test_examples, train_examples
 from .training.loop import restore_model, train
 
@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     eval_ = commands.add_parser("eval", help="score a trained run")
     eval_.add_argument("run", help="run directory written by `liemem train`")
     eval_.add_argument("--lengths", help="size range A-B (default: the run's test lengths)")
+    eval_.add_argument(
+        "--scale",
+        type=int,
+        help="sizes up to K times the longest training size u: K/2 u + 1 to K u (2: the paper's test range; "
+        "4, 8, 16: further out); instead of --lengths",
+    )
     eval_.add_argument("-n", type=int, help="number of examples (default: the run's eval_samples)")
     eval_.add_argument("--seed", type=int, help="evaluation seed (default: the run's)")
     eval_.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
@@ -296,13 +302,19 @@ def _echo(line: str) -> None:
 
 def run_eval(args) -> None:
     """`liemem eval`: score a run's weights; the last line is a JSON object with "fine" and "coarse"."""
+    if args.scale is not None and args.lengths:
+        raise ConfigError("liemem eval: give --lengths or --scale, not both")
     model, task, config, step = restore_model(args.run, args.device, best=args.best)
     sizes = parse_lengths(args.lengths, "--lengths") if args.lengths else config.test_lengths
+    if args.scale is not None:
+        sizes = scaled_lengths(config, args.scale)
     count = config.eval_samples if args.n is None else _count("eval", args.n)
     seed = config.eval_seed if args.seed is None else _seed("eval", args.seed)
     sizes = task.check_sizes(sizes, "--lengths")
     scores = evaluate(model, task, sizes, count, seed, config.batch_size, one_length=config.one_length_per_batch)
     result = {"task": config.task, "model": config.model, "step": step, "lengths": list(sizes), "seed": seed}
+    if args.scale is not None:
+        result["scale"] = args.scale
     print(json.dumps({**result, **scores.as_dict()}))
 
 

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
 
 from manifolds import KeySpace
 
@@ -134,6 +135,16 @@ def read(
     """
     if state.size == 0:
         raise RuntimeError("read: the memory is empty")
+    if torch.is_grad_enabled():
+        # Recomputed in the backward pass instead of kept: the distances and weights of every read would make a
+        # sequence's graph grow with the square of its length.
+        return checkpoint(
+            _read, state, query, weigh, params, shifted_keys, use_reentrant=False, preserve_rng_state=False
+        )
+    return _read(state, query, weigh, params, shifted_keys)
+
+
+def _read(state: MemoryState, query, weigh: Weigh, params, shifted_keys: bool) -> Read:
     keys, values, strengths = state.contents()
     weights = weigh(query, keys, strengths, *params)
     value = torch.matmul(weights, values)

@@ -173,7 +173,9 @@ class ChordalRead(torch.autograd.Function):
 
     Inputs: the tape, the number of slots, the read's token, queries `[B, H, key_dim]`, and a temperature
     `[B, H, 1]` or None. Outputs the value and the weights (for inspection: not differentiable). The
-    backward pass returns the gradients of keys, values and strengths as the token's (see `memory`).
+    backward pass returns the gradients of keys, values and strengths as the token's (see `memory`). It keeps
+    only the query and the temperature, and recomputes the rest from the tape, so that a sequence's graph grows
+    linearly with its length, not with the slots each read sees.
     """
 
     @staticmethod
@@ -182,7 +184,7 @@ class ChordalRead(torch.autograd.Function):
         keys, values, strengths = tape.contents(size)
         value, saved = chordal_read_forward(keys.transpose(1, 2), values, strengths.unsqueeze(1), query, temperature)
         ctx.tape, ctx.size = tape, size
-        ctx.save_for_backward(*saved)
+        ctx.save_for_backward(query, temperature)
         ctx.mark_non_differentiable(saved.weights)
         return value, saved.weights
 
@@ -191,9 +193,11 @@ class ChordalRead(torch.autograd.Function):
     def backward(ctx, grad_value, _grad_weights):
         if grad_value is None:
             return (None,) * 5
-        saved = ReadSaved(*ctx.saved_tensors)
-        _, values, strengths = ctx.tape.contents(ctx.size)
-        grads = chordal_read_backward(saved, values, strengths.unsqueeze(1), grad_value)
+        query, temperature = ctx.saved_tensors
+        keys, values, strengths = ctx.tape.contents(ctx.size)
+        strengths = strengths.unsqueeze(1)
+        _, saved = chordal_read_forward(keys.transpose(1, 2), values, strengths, query, temperature)
+        grads = chordal_read_backward(saved, values, strengths, grad_value)
         grad_query, grad_temperature, grad_keys, grad_values, grad_strengths = grads
         grad_token = ctx.tape.token_grad(ctx.size, grad_keys.transpose(1, 2), grad_values, grad_strengths.squeeze(1))
         return None, None, grad_token, grad_query, grad_temperature

@@ -17,7 +17,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .. import weighting
-from . import cells, kernels
+from . import cells, kernels, plan
 from .buffers import weight_gradients
 
 
@@ -82,17 +82,35 @@ class ContentLoop(torch.autograd.Function):
         return (None, None, None, None, grad_gates, *weights, *initial)
 
 
+class ReadWeights(NamedTuple):
+    """One step's content read over its n slots."""
+
+    scores: torch.Tensor  # [B, n]: <q, k_i>
+    largest: torch.Tensor  # [B, 1]: the slot whose scaled score is largest
+    factor: torch.Tensor  # [B, n]: exp(gamma scores - max)
+    weights: torch.Tensor  # [B, n]
+    total: torch.Tensor  # [B, 1]
+
+
+def read_weights(slot_keys, slot_strengths, query, gamma) -> ReadWeights:
+    """The content read's weights for queries `[B, d]` over keys `[B, n, d]` and strengths `[B, n]`, sharpened by
+    `gamma` `[B, 1]` (or None): the forward pass's, and the backward pass's where it recomputes them."""
+    scores = torch.bmm(slot_keys, query.unsqueeze(-1)).squeeze(-1)
+    scaled = scores * gamma if gamma is not None else scores
+    top, largest = scaled.max(dim=-1, keepdim=True)
+    factor = torch.exp(scaled - top)
+    unnormalised = torch.addcmul(torch.full_like(factor, weighting.WEIGHT_FLOOR), factor, slot_strengths)
+    total = unnormalised.sum(dim=-1, keepdim=True)
+    return ReadWeights(scores, largest, factor, unnormalised / total, total)
+
+
 class StepSaved(NamedTuple):
     """What the backward pass needs of one step's read, besides the memory."""
 
     lstm: cells.LSTMSaved
     query: torch.Tensor  # [B, d]
     gamma: torch.Tensor | None  # [B, 1]
-    scores: torch.Tensor  # [B, n]: <q, k_i>
-    largest: torch.Tensor  # [B, 1]: the slot whose scaled score is largest
-    factor: torch.Tensor  # [B, n]: exp(gamma scores - max)
-    weights: torch.Tensor  # [B, n]
-    total: torch.Tensor  # [B, 1]
+    read: ReadWeights | None  # None where the backward pass recomputes it (`plan.keeps_reads`)
     choice: torch.Tensor | None  # [B, 3]: the tape's mix
     candidates: torch.Tensor | None  # [B, 3, d]: the read key and the neighbours it was mixed with
 
@@ -114,6 +132,8 @@ def _forward(ctx, layout: Layout, input_length: int, differentiable: bool, input
     recurrent_weight_t, step_weight_t = recurrent_weight.t(), step_weight.t()
     read_rows, hidden_rows = recurrent[..., :width].unbind(0), recurrent[..., width:].unbind(0)
     per_step = []
+    kept_bytes = steps * batch * (first + input_length) * 4 * projected.element_size()
+    keep = plan.keeps_reads(kept_bytes, differentiable)
     with torch.inference_mode():
         for t in range(steps):
             gates = torch.addmm(projected[t], recurrent[t], recurrent_weight_t)
@@ -126,14 +146,9 @@ def _forward(ctx, layout: Layout, input_length: int, differentiable: bool, input
                 query = torch.bmm(choice.unsqueeze(1), candidates).squeeze(1)
             n = first + min(t, input_length)
             slot_keys, slot_values, slot_strengths = keys[:, :n], values[:, :n], strengths[:, :n]
-            scores = torch.bmm(slot_keys, query.unsqueeze(-1)).squeeze(-1)
             gamma = 1 + torch.nn.functional.softplus(output[:, layout.gamma : layout.gamma + 1]) if sharpening else None
-            scaled = scores * gamma if sharpening else scores
-            top, largest = scaled.max(dim=-1, keepdim=True)
-            factor = torch.exp(scaled - top)
-            unnormalised = torch.addcmul(torch.full_like(factor, weighting.WEIGHT_FLOOR), factor, slot_strengths)
-            total = unnormalised.sum(dim=-1, keepdim=True)
-            weights = unnormalised / total
+            read = read_weights(slot_keys, slot_strengths, query, gamma)
+            weights = read.weights
             read_rows[t + 1].copy_(torch.bmm(weights.unsqueeze(1), slot_values).squeeze(1))
             if tape:
                 left = torch.bmm(weights[:, 1:].unsqueeze(1), slot_keys[:, :-1])
@@ -145,8 +160,7 @@ def _forward(ctx, layout: Layout, input_length: int, differentiable: bool, input
                 torch.tanh(output[:, layout.value : layout.value + width], out=values[:, slot])
                 torch.sigmoid(output[:, layout.strength], out=strengths[:, slot])
             if differentiable:
-                saved = StepSaved(lstm_saved, query, gamma, scores, largest, factor, weights, total, choice, candidates)
-                per_step.append(saved)
+                per_step.append(StepSaved(lstm_saved, query, gamma, read if keep else None, choice, candidates))
     ctx.per_step, ctx.memory, ctx.first = per_step, (keys, values, strengths), first
     answers = recurrent[input_length + 1 :]
     return recurrent, outputs, answers[..., width:].clone(), answers[..., :width].clone()
@@ -178,26 +192,27 @@ def _backward(ctx, recurrent, outputs, recurrent_weight, step_weight, grad_answe
                     grad_values[:, slot], values[:, slot]
                 )
                 grad_output[:, layout.strength] = cells.sigmoid_backward(grad_strengths[:, slot], strengths[:, slot])
-            n = saved.weights.shape[-1]
+            n = first + min(t, input_length)
             slot_keys, slot_values, slot_strengths = keys[:, :n], values[:, :n], strengths[:, :n]
+            read = saved.read or read_weights(slot_keys, slot_strengths, saved.query, saved.gamma)
             # The read value and, with the tape, the neighbours it offers the next step.
             grad_weights = torch.bmm(slot_values, grad_read.unsqueeze(-1)).squeeze(-1)
-            grad_values[:, :n].baddbmm_(saved.weights.unsqueeze(-1), grad_read.unsqueeze(1))
+            grad_values[:, :n].baddbmm_(read.weights.unsqueeze(-1), grad_read.unsqueeze(1))
             if saved.choice is not None:
                 grad_left, grad_right = grad_neighbours[:, :1], grad_neighbours[:, 1:]
                 grad_weights[:, 1:] += torch.bmm(slot_keys[:, :-1], grad_left.transpose(1, 2)).squeeze(-1)
                 grad_weights[:, :-1] += torch.bmm(slot_keys[:, 1:], grad_right.transpose(1, 2)).squeeze(-1)
-                grad_keys[:, : n - 1].baddbmm_(saved.weights[:, 1:].unsqueeze(-1), grad_left)
-                grad_keys[:, 1:n].baddbmm_(saved.weights[:, :-1].unsqueeze(-1), grad_right)
+                grad_keys[:, : n - 1].baddbmm_(read.weights[:, 1:].unsqueeze(-1), grad_left)
+                grad_keys[:, 1:n].baddbmm_(read.weights[:, :-1].unsqueeze(-1), grad_right)
             # The normalisation, the strengths and the exponential; the max it is taken relative to passes its
             # gradient to its slot, as `max(dim)` does.
-            dot = (grad_weights * saved.weights).sum(dim=-1, keepdim=True)
-            grad_unnormalised = (grad_weights - dot) / saved.total
-            grad_strengths[:, :n] += grad_unnormalised * saved.factor
-            grad_scaled = grad_unnormalised * slot_strengths * saved.factor
-            grad_scaled.scatter_add_(-1, saved.largest, -grad_scaled.sum(dim=-1, keepdim=True))
+            dot = (grad_weights * read.weights).sum(dim=-1, keepdim=True)
+            grad_unnormalised = (grad_weights - dot) / read.total
+            grad_strengths[:, :n] += grad_unnormalised * read.factor
+            grad_scaled = grad_unnormalised * slot_strengths * read.factor
+            grad_scaled.scatter_add_(-1, read.largest, -grad_scaled.sum(dim=-1, keepdim=True))
             if saved.gamma is not None:
-                grad_gamma = (grad_scaled * saved.scores).sum(dim=-1, keepdim=True)
+                grad_gamma = (grad_scaled * read.scores).sum(dim=-1, keepdim=True)
                 gamma_raw = outputs[t, :, layout.gamma : layout.gamma + 1]
                 grad_output[:, layout.gamma : layout.gamma + 1] = grad_gamma * torch.sigmoid(gamma_raw)
                 grad_scores = grad_scaled * saved.gamma

@@ -54,10 +54,19 @@ def layout(kernels, model, input_length: int, dtype: torch.dtype):
     return result
 
 
-def loop_buffers(kernels, inputs, first_slots, input_length: int):
+def kept_rows(steps: int, batch: int, slots: int, dtype: torch.dtype, differentiable: bool) -> int:
+    """How many steps' per-slot read state the kernels keep: all (`steps`), or one step's (1), recomputed by the
+    backward pass (`plan.keeps_reads`). They keep three numbers per step, sample and slot."""
+    from .plan import keeps_reads
+
+    kept_bytes = 3 * steps * batch * slots * torch.finfo(dtype).bits // 8
+    return steps if keeps_reads(kept_bytes, differentiable) else 1
+
+
+def loop_buffers(kernels, inputs, first_slots, input_length: int, differentiable: bool):
     """A `LoopBuffers` for one sequence: the controller's inputs (the first seven fields of `LoopInputs` or
     `content.ContentInputs`), the memory's first slots `(keys [B, S0, d], values [B, S0, m], strengths [B, S0])`,
-    and empty buffers for what the loop computes and keeps."""
+    and empty buffers for what the loop computes and keeps (`kept_rows`)."""
     projected, recurrent_weight, step_weight, step_bias, hidden, cell, read = inputs[:7]
     first_keys, first_values, first_strengths = first_slots
     steps, batch = projected.shape[:2]
@@ -79,7 +88,8 @@ def loop_buffers(kernels, inputs, first_slots, input_length: int):
     b.values[..., :first] = first_values.transpose(1, 2)
     b.strengths[:, 0, :first] = first_strengths
     b.queries = new(steps, batch, key_dim)
-    b.dist2, b.factors, b.weights = new(steps, batch, slots), new(steps, batch, slots), new(steps, batch, slots)
+    rows = kept_rows(steps, batch, slots, projected.dtype, differentiable)
+    b.dist2, b.factors, b.weights = new(rows, batch, slots), new(rows, batch, slots), new(rows, batch, slots)
     b.totals, b.scales = new(steps, batch), new(steps, batch)
     b.nearest = torch.empty(steps, batch, dtype=torch.long, device=projected.device)
     return b
@@ -92,7 +102,7 @@ def forward(ctx, model, plan, input_length: int, differentiable: bool, inputs: L
     width, key_dim = inputs.read.shape[-1], inputs.key.shape[-1]
     group = model.heads.group
     first_slots = inputs.key.unsqueeze(1), inputs.value.unsqueeze(1), inputs.strength.unsqueeze(1)
-    buffers = loop_buffers(kernels, inputs, first_slots, input_length)
+    buffers = loop_buffers(kernels, inputs, first_slots, input_length, differentiable)
     ctx.kernels, ctx.buffers = kernels, buffers
     ctx.layout = layout(kernels, model, input_length, inputs.projected.dtype)
     loop = kernels.ForwardLoop(buffers, ctx.layout)
@@ -180,7 +190,8 @@ def content_forward(ctx, layout, input_length: int, differentiable: bool, inputs
     kernels = native.lantm_loop()
     projected, read = inputs.projected, inputs.read
     first, dtype = inputs.keys.shape[1], projected.dtype
-    buffers = loop_buffers(kernels, inputs, (inputs.keys, inputs.values, inputs.strengths), input_length)
+    first_slots = inputs.keys, inputs.values, inputs.strengths
+    buffers = loop_buffers(kernels, inputs, first_slots, input_length, differentiable)
     steps, batch = projected.shape[:2]
     tape = layout.choice >= 0
     if tape:

@@ -20,6 +20,10 @@ By default the fastest plan that applies is taken, and the plan says why a faste
     loop:python | kernels:python | kernels:built-in | loop:compiled | kernels:compiled   also the move
 
 RAM and RAM/tape (`recurrence = "content"`) take the same backends with no heads to move (`engine.content`).
+
+One more choice is made per sequence, by `keeps_reads`: whether a training pass keeps each read's per-slot state
+for the backward pass (faster), or the backward pass recomputes it from the read's query and the memory (memory
+linear in the sequence's length, where keeping it grows with the square).
 A forced plan that cannot run this model raises `EngineError` saying why. `LIEMEM_COMPILE=0`, the switch of
 earlier versions, still means `no-compile`.
 """
@@ -42,6 +46,19 @@ BACKENDS = ("autograd", "loop", "kernels")
 MOVES = ("python", "compiled", "built-in")
 # The weightings each backend declares it has formulas for; `autograd` runs any registered one.
 BACKEND_WEIGHTINGS = {"loop": tensor_ops.WEIGHTINGS, "kernels": kernels.WEIGHTINGS}
+
+
+# The most memory the per-slot state of one sequence's reads may take before the backward pass recomputes it
+# instead. At the paper's lengths it is a few megabytes, kept; at copy length 2,048 and batch 32 it would be 3 GB.
+KEPT_READS_BUDGET = 64 * 2**20
+
+
+def keeps_reads(kept_bytes: int, differentiable: bool) -> bool:
+    """Whether a forward pass keeps its reads' per-slot state for the backward pass, given what keeping it takes
+    (`kept_bytes`, which grows with steps x batch x slots): only a pass that may be differentiated, and only
+    within `KEPT_READS_BUDGET`. Otherwise the backward pass recomputes each read, one step at a time, from its
+    query and the memory: a few percent slower, and the pass's memory grows linearly with its length."""
+    return differentiable and kept_bytes <= KEPT_READS_BUDGET
 
 
 class EngineError(ValueError):

@@ -2,7 +2,9 @@
 
 The forward pass runs in inference mode, writing into preallocated buffers; the backward pass runs the same
 steps in reverse with the hand-written gradients of `cells`, and the heads' Jacobians of `replay.HeadsReplay`.
-This is the backend CUDA takes, and the one the kernels fall back to where they cannot build.
+Each read's per-slot state is kept for the backward pass, or, for long sequences, recomputed there from the
+read's query (`plan.keeps_reads`). This is the backend CUDA takes, and the one the kernels fall back to where they
+cannot build.
 """
 
 from __future__ import annotations
@@ -16,6 +18,16 @@ from .buffers import ForwardRun, LoopGrads, LoopInputs
 WRITE = 1
 # The read weightings this backend has hand-written gradients for.
 WEIGHTINGS = cells.CHORDAL_READ_WEIGHTINGS
+# The answer phase's reads send their gradients to the memory in batches of at most about this many bytes.
+ANSWER_BATCH_BYTES = 16 * 2**20
+
+
+def keeps_reads(steps: int, batch: int, slots: int, key_dim: int, dtype: torch.dtype, differentiable: bool) -> bool:
+    """Whether the forward pass keeps each read's `cells.ReadSaved`, about key_dim + 5 numbers per step, sample
+    and slot, or the backward pass recomputes it (`plan.keeps_reads`)."""
+    from .plan import keeps_reads as decide
+
+    return decide(steps * batch * slots * (key_dim + 5) * torch.finfo(dtype).bits // 8, differentiable)
 
 
 def move_function(model, plan):
@@ -49,6 +61,7 @@ def forward(ctx, model, plan, input_length: int, differentiable: bool, inputs: L
     lstm_forward, read_forward, move = cells.lstm_forward, cells.chordal_read_forward, move_function(model, plan)
     per_step, states_before = [], []
     contents = None
+    keep = keeps_reads(steps, batch, input_length + 1, key.shape[-1], projected.dtype, differentiable)
     with torch.inference_mode():
         heads = HeadState.start(positions, group)
         for t in range(steps):
@@ -78,7 +91,8 @@ def forward(ctx, model, plan, input_length: int, differentiable: bool, inputs: L
                     heads = heads.read_head()
                     contents = None
             if differentiable:
-                per_step.append((lstm_saved, weighting_raw, read_saved, written))
+                read_state = read_saved if keep else (heads.position[:, :1], temperature)
+                per_step.append((lstm_saved, weighting_raw, read_state, written))
     ctx.per_step, ctx.memory = per_step, (keys, values, strengths)
     answers = recurrent[input_length + 1 :]
     states_before = replay.stacked_states(states_before, input_length) if differentiable else None
@@ -112,6 +126,7 @@ def backward(ctx, saved, grad_answer_hidden, grad_answer_reads) -> LoopGrads:
     # summed over all answer steps at once, before the first write needs them.
     answer_reads = []
     answer_contents = values[:, : input_length + 1], strengths
+    answer_batch = max(1, ANSWER_BATCH_BYTES // (batch * (input_length + 1) * (key_dim + 2) * values.element_size()))
     with torch.inference_mode():
         for t in reversed(range(steps)):
             lstm_saved, weighting_raw, read_saved, written = ctx.per_step[t]
@@ -125,6 +140,12 @@ def backward(ctx, saved, grad_answer_hidden, grad_answer_reads) -> LoopGrads:
                 grad_hidden = grad_hidden + answer_hidden_rows[t - input_length]
                 grad_read = grad_read + answer_read_rows[t - input_length]
                 slot_values, slot_strengths = answer_contents
+                if len(answer_reads) == answer_batch:
+                    _add_answer_reads(grad_memory, answer_reads)
+            if not isinstance(read_saved, cells.ReadSaved):  # recomputed, as the forward pass computed it
+                query, temperature = read_saved
+                slot_keys = keys[..., : slot_values.shape[1]]
+                read_saved = cells.chordal_read_forward(slot_keys, slot_values, slot_strengths, query, temperature)[1]
             # The read at step t, then the write after it.
             grad_query, grad_temperature, *grad_slots = cells.chordal_read_backward(
                 read_saved, slot_values, slot_strengths, grad_read, slot_grads=writing
@@ -164,14 +185,16 @@ def backward(ctx, saved, grad_answer_hidden, grad_answer_reads) -> LoopGrads:
     )
 
 
-def _add_answer_reads(grad_memory, answer_reads) -> None:
-    """Add the memory gradients of all answer-phase reads, each given unreduced by `chordal_read_backward`."""
+def _add_answer_reads(grad_memory, answer_reads: list) -> None:
+    """Add the memory gradients of a batch of answer-phase reads, each given unreduced by
+    `chordal_read_backward`, and empty the list."""
     parts = (torch.cat(part, dim=1) for part in zip(*answer_reads, strict=True))
     minus_diffs, grad_strengths, weights, grad_reads = parts
     grad_keys, grad_values, grad_strengths_total = grad_memory
     grad_keys.add_(minus_diffs.sum(dim=1), alpha=2.0)
     grad_values.baddbmm_(weights.transpose(1, 2), grad_reads)
     grad_strengths_total.add_(grad_strengths.sum(dim=1, keepdim=True))
+    answer_reads.clear()
 
 
 def _two_heads(grad: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
-from .. import tasks
+from .. import footprint, tasks
 from ..config import ConfigError, require_choice, require_int
 from ..models import LieAccessMachine
 from ..training.config import MAX_SEED, TrainConfig, config_from_dict
@@ -105,6 +105,8 @@ def plot_run(
             f"plot: a {chosen.name} example of size {size} has {inputs.shape[1] + targets.shape[1]} steps; "
             f"at most {MAX_PLOT_STEPS} can be drawn legibly"
         )
+    sequence = footprint.Sequence(inputs.shape[1] - 1, targets.shape[1])
+    footprint.check(model, 1, sequence, False, next(model.parameters()).device, "plot", "choose a smaller --length")
     recording = record(model, chosen, inputs[0], targets[0])
     right = sum(p == t for p, t in zip(recording.predicted, recording.targets, strict=True))
     title = (

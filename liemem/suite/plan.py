@@ -8,7 +8,7 @@ from typing import NamedTuple
 from .. import presets, tasks
 from ..config import ConfigError
 from ..factory import model_names
-from ..training.config import REGIMES, TrainConfig
+from ..training.config import REGIMES, TrainConfig, scaled_lengths
 
 PAPER_MODELS = ("lantm", "lantm-s", "slantm", "slantm-s", "lstm", "ram", "ram-tape")
 PAPER_TASKS = (
@@ -67,5 +67,4 @@ def plan(task_names=PAPER_TASKS, models=PAPER_MODELS, regimes=REGIMES, seeds=(1,
 
 def four_times_lengths(config: TrainConfig) -> tuple[int, int]:
     """Sizes 2u + 1 to 4u, u the largest training size: the range beyond the paper's 2x test, up to twice it."""
-    largest = config.resolved().train_lengths[1]
-    return 2 * largest + 1, 4 * largest
+    return scaled_lengths(config, 4)

@@ -237,6 +237,14 @@ def parse_lengths(text: str, what: str = "lengths") -> tuple[int, int]:
     return bounds
 
 
+def scaled_lengths(config: TrainConfig, scale: int) -> tuple[int, int]:
+    """Sizes beyond training, up to `scale` times its largest size u: K u / 2 + 1 to K u for K = `scale` (2 is
+    the paper's test range, u + 1 to 2u; 4 is the range past it, 2u + 1 to 4u)."""
+    require_int("evaluation", "scale", scale, minimum=2, maximum=1024)
+    largest = config.resolved().train_lengths[1]
+    return scale * largest // 2 + 1, scale * largest
+
+
 def config_from_dict(data: dict, source: str = "configuration") -> TrainConfig:
     """A `TrainConfig` from plain data; unknown keys are refused with the list of valid ones."""
     valid = field_names(TrainConfig)

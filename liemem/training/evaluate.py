@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import footprint
 from ..tasks import Task
 from .data import Bucket, test_examples, to_buckets
 
@@ -61,8 +62,13 @@ def evaluate(
     one_length: bool = True,
 ) -> Scores:
     """Scores on `count` test examples drawn from `sizes` with `seed` (one size per batch of `batch_size`, or per
-    example if not `one_length`; see `data.test_examples`), in buckets of `batch_size`."""
+    example if not `one_length`; see `data.test_examples`), in buckets of `batch_size`. Raises
+    `footprint.MemoryLimitError` first if the longest batch would not fit in the device's free memory."""
     if device is None:
         device = next(model.parameters()).device
-    groups = test_examples(task, task.check_sizes(sizes), count, seed, batch_size, one_length)
+    sizes = task.check_sizes(sizes)
+    longest = footprint.longest_sequence(task, sizes)
+    advice = "evaluate shorter lengths or in smaller batches"
+    footprint.check(model, min(batch_size, count), longest, False, device, "evaluation", advice)
+    groups = test_examples(task, sizes, count, seed, batch_size, one_length)
     return score(model, to_buckets(task, groups, device, batch_size))

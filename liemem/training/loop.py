@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from .. import tasks
+from .. import footprint, tasks
 from ..config import ConfigError
 from ..factory import build_model
 from . import checkpoint
@@ -229,6 +229,7 @@ class _Trainer:
         self.model = model.to(device, config.torch_dtype)
         if config.steps >= COMPILE_MIN_STEPS:  # where compiling pays, unless turned off (liemem.engine.compiling)
             self.model.compile_steps()
+        self.check_memory()
         self.optimizer = torch.optim.RMSprop(
             self.model.parameters(), lr=config.lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps
         )
@@ -251,6 +252,17 @@ class _Trainer:
         self.cache: dict[int, list] = {}
         self.test_set = None
         self.bar = None
+
+    def check_memory(self) -> None:
+        """Refuse, before allocating, a run whose longest training or evaluation batch would not fit in the
+        device's free memory (`footprint.check`)."""
+        config = self.config
+        train = footprint.longest_sequence(self.task, config.train_lengths)
+        advice = "use shorter --train-lengths or a smaller --batch-size"
+        footprint.check(self.model, config.batch_size, train, True, self.device, "a training step", advice)
+        test = footprint.longest_sequence(self.task, config.test_lengths)
+        advice = "use shorter --test-lengths or a smaller --batch-size"
+        footprint.check(self.model, config.batch_size, test, False, self.device, "an evaluation batch", advice)
 
     def run(self, progress: bool | None) -> RunSummary:
         """Train to `config.steps`; return the summary, also written to `summary.json`."""

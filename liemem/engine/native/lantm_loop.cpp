@@ -194,6 +194,83 @@ void native_move(int64_t move_kind, int64_t dim, const T* raw, T* position, T* a
   for (int64_t c = 0; c < 3; ++c) position[c] = mixed[c] + real * twice[c] + cross[c];
 }
 
+// One distance read's weights over its first `slots` slots: the squared distances `d2` from `query` to the keys
+// [d, capacity], the kernel `factor` (the inverse square, or with `softmax` exp(-(d_i - min d) * scale)), and the
+// weights, normalised. Returns the nearest slot (ties to the first, as min(dim) gives them) and sets `total` to the
+// normaliser. The forward pass calls it, and the backward pass calls it again where it recomputes a read instead of
+// keeping it; it is never inlined, so both run the same machine code and agree bit for bit.
+template <typename T>
+__attribute__((noinline)) int64_t distance_weights(const T* query, const T* key, const T* strength, int64_t dim,
+                                                   int64_t capacity, int64_t slots, bool softmax, T scale, T eps,
+                                                   T floor, T* __restrict__ d2, T* __restrict__ factor,
+                                                   T* __restrict__ weight, T* total) {
+  for (int64_t i = 0; i < slots; ++i) d2[i] = 0;
+  for (int64_t c = 0; c < dim; ++c) {
+    const T q = query[c];
+    const T* coordinate = key + c * capacity;
+#pragma omp simd
+    for (int64_t i = 0; i < slots; ++i) {
+      const T diff = q - coordinate[i];
+      d2[i] += diff * diff;
+    }
+  }
+  // Strictly smaller, so that ties go to the first slot, as min(dim) gives them.
+  int64_t nearest = 0;
+  for (int64_t i = 1; i < slots; ++i) {
+    if (d2[i] < d2[nearest]) nearest = i;
+  }
+  const T smallest = d2[nearest];
+  if (softmax) {
+    for (int64_t i = 0; i < slots; ++i) factor[i] = std::exp(-(d2[i] - smallest) * scale);
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < slots; ++i) factor[i] = (T(1) / (d2[i] + eps)) * (smallest + eps);
+  }
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < slots; ++i) {
+    weight[i] = factor[i] * strength[i] + floor;
+    sum += weight[i];
+  }
+  *total = sum;
+  const T inverse_total = T(1) / sum;
+#pragma omp simd
+  for (int64_t i = 0; i < slots; ++i) weight[i] *= inverse_total;
+  return nearest;
+}
+
+// One content read's weights over its first `slots` slots (see `distance_weights`): the scores <q, k_i> into
+// `score`, exp(gamma score_i - max) into `factor`, and the weights. Returns the slot of the largest score (ties to
+// the first, as max(dim) gives them) and sets `total`.
+template <typename T>
+__attribute__((noinline)) int64_t content_weights(const T* query, const T* key, const T* strength, int64_t dim,
+                                                  int64_t capacity, int64_t slots, T gamma, T floor,
+                                                  T* __restrict__ score, T* __restrict__ factor, T* __restrict__ weight,
+                                                  T* total) {
+  for (int64_t i = 0; i < slots; ++i) score[i] = 0;
+  for (int64_t c = 0; c < dim; ++c) {
+    const T q = query[c];
+    const T* coordinate = key + c * capacity;
+#pragma omp simd
+    for (int64_t i = 0; i < slots; ++i) score[i] += q * coordinate[i];
+  }
+  // Strictly larger, so that ties go to the first slot, as max(dim) gives them.
+  int64_t largest = 0;
+  for (int64_t i = 1; i < slots; ++i) {
+    if (gamma * score[i] > gamma * score[largest]) largest = i;
+  }
+  const T top = gamma * score[largest];
+  T sum = 0;
+  for (int64_t i = 0; i < slots; ++i) {
+    factor[i] = std::exp(gamma * score[i] - top);
+    weight[i] = factor[i] * strength[i] + floor;
+    sum += weight[i];
+  }
+  *total = sum;
+  for (int64_t i = 0; i < slots; ++i) weight[i] /= sum;
+  return largest;
+}
+
 // One sequence's buffers, by name. liemem/engine/kernels.py allocates them; the loop checks their shapes once.
 struct LoopBuffers {
   at::Tensor projected;         // [T, B, 4H]: the input term of the LSTM gates, bias included
@@ -210,12 +287,14 @@ struct LoopBuffers {
   at::Tensor values;            // [B, m, S]
   at::Tensor strengths;         // [B, 1, S]
   at::Tensor queries;           // [T, B, d]: each read's query
-  at::Tensor dist2;             // [T, B, S]: its squared distances
-  at::Tensor factors;           // [T, B, S]: its unnormalised kernel
-  at::Tensor weights;           // [T, B, S]
-  at::Tensor totals;            // [T, B]: the weights' normaliser
-  at::Tensor nearest;           // [T, B], int64: the first nearest slot
-  at::Tensor scales;            // [T, B]: 1 / temperature (softmax), or gamma (content)
+  // Each read's per-slot state, [T, B, S] where the backward pass keeps it, or [1, B, S] where it recomputes it
+  // from the query and the memory (memory then grows linearly with the sequence's length, not quadratically):
+  at::Tensor dist2;    // its squared distances (content: its scores)
+  at::Tensor factors;  // its unnormalised kernel
+  at::Tensor weights;
+  at::Tensor totals;   // [T, B]: the weights' normaliser
+  at::Tensor nearest;  // [T, B], int64: the first nearest slot
+  at::Tensor scales;   // [T, B]: 1 / temperature (softmax), or gamma (content)
   // A content read's tape only (see `LoopLayout::content`):
   at::Tensor choices;     // [T, B, 3]: the softmax mix of the read key and the two neighbours
   at::Tensor neighbours;  // [T + 1, B, 2, d]: the neighbour keys offered to step t (row 0 the initial ones)
@@ -316,6 +395,9 @@ class ForwardLoop {
                     strength_column < projection_ && temperature_column < projection_,
                 "lantm_loop: projection columns out of range");
     const int64_t recurrent_size = width_ + size_;
+    kept_rows_ = dist2.dim() == 3 ? dist2.size(0) : -1;
+    TORCH_CHECK(kept_rows_ == steps_ || kept_rows_ == 1, "lantm_loop: dist2, factors and weights must be [steps, ",
+                "batch, slots] (kept reads) or [1, batch, slots] (recomputed reads)");
     struct Expected {
       at::Tensor* tensor;
       const char* name;
@@ -335,9 +417,9 @@ class ForwardLoop {
         {&values, "values", {batch_, width_, capacity_}},
         {&strengths, "strengths", {batch_, 1, capacity_}},
         {&queries, "queries", {steps_, batch_, dim_}},
-        {&dist2, "dist2", {steps_, batch_, capacity_}},
-        {&factors, "factors", {steps_, batch_, capacity_}},
-        {&weights, "weights", {steps_, batch_, capacity_}},
+        {&dist2, "dist2", {kept_rows_, batch_, capacity_}},
+        {&factors, "factors", {kept_rows_, batch_, capacity_}},
+        {&weights, "weights", {kept_rows_, batch_, capacity_}},
         {&totals, "totals", {steps_, batch_}},
         {&scales, "scales", {steps_, batch_}},
     };
@@ -543,15 +625,15 @@ class ForwardLoop {
   // One sample's rows at step t: what either read fills in, and where the step's write goes.
   template <typename T>
   struct SampleRows {
-    const T* key;            // [d, S]
-    const T* value;          // [m, S]
-    const T* strength;       // [S]
-    const T* row;            // the step projection's outputs
-    T* query;                // [d]
-    T* __restrict__ scores;  // [S]: squared distances, or content scores
-    T* __restrict__ factor;  // [S]
-    T* __restrict__ weight;  // [S]
-    T* __restrict__ out;     // [m]: the read value
+    const T* key;         // [d, S]
+    const T* value;       // [m, S]
+    const T* strength;    // [S]
+    const T* row;         // the step projection's outputs
+    T* query;             // [d]
+    T* scores;            // [S]: squared distances, or content scores
+    T* factor;            // [S]
+    T* weight;            // [S]
+    T* __restrict__ out;  // [m]: the read value
     T* total;
     T* scale;
     int64_t* extreme;  // the nearest (distance) or largest (content) slot
@@ -561,14 +643,15 @@ class ForwardLoop {
   template <typename T>
   SampleRows<T> sample_rows(int64_t t, int64_t b) {
     const int64_t capacity = capacity_, step = t * batch_ + b;
+    const int64_t kept = (kept_rows_ == 1 ? b : step) * capacity;  // this read's per-slot rows
     return SampleRows<T>{data<T>(kKeys) + b * dim_ * capacity,
                          data<T>(kValues) + b * width_ * capacity,
                          data<T>(kStrengths) + b * capacity,
                          data<T>(kOutputs) + step * projection_,
                          data<T>(kQueries) + step * dim_,
-                         data<T>(kDist2) + step * capacity,
-                         data<T>(kFactors) + step * capacity,
-                         data<T>(kWeights) + step * capacity,
+                         data<T>(kDist2) + kept,
+                         data<T>(kFactors) + kept,
+                         data<T>(kWeights) + kept,
                          data<T>(kRecurrent) + ((t + 1) * batch_ + b) * (width_ + size_),
                          data<T>(kTotals) + step,
                          data<T>(kScales) + step,
@@ -604,51 +687,18 @@ class ForwardLoop {
     if (t < input_length_) at::tanh_out(value_slot_views_[t], value_raw_views_[t]);  // the value it writes
     const bool writing = t < input_length_;
     const bool softmax = temperature_column_ >= 0;
-    const int64_t dim = dim_, capacity = capacity_;
     const T e = static_cast<T>(eps_), floor = static_cast<T>(weight_floor_);
     for (int64_t b = 0; b < batch_; ++b) {
       const SampleRows<T> r = sample_rows<T>(t, b);
-      const int64_t slots = r.slots;
       const T* position = position_data + b * position_batch;
-      T* __restrict__ d2 = r.scores;
-      T* __restrict__ factor = r.factor;
-      T* __restrict__ weight = r.weight;
-      for (int64_t c = 0; c < dim; ++c) r.query[c] = position[c * position_coordinate];
-      for (int64_t i = 0; i < slots; ++i) d2[i] = 0;
-      for (int64_t c = 0; c < dim; ++c) {
-        const T q = r.query[c];
-        const T* coordinate = r.key + c * capacity;
-#pragma omp simd
-        for (int64_t i = 0; i < slots; ++i) {
-          const T diff = q - coordinate[i];
-          d2[i] += diff * diff;
-        }
-      }
-      // Strictly smaller, so that ties go to the first slot, as min(dim) gives them.
-      int64_t smallest_index = 0;
-      for (int64_t i = 1; i < slots; ++i) {
-        if (d2[i] < d2[smallest_index]) smallest_index = i;
-      }
-      *r.extreme = smallest_index;
-      const T smallest = d2[smallest_index];
+      for (int64_t c = 0; c < dim_; ++c) r.query[c] = position[c * position_coordinate];
+      T scale = 0;
       if (softmax) {
-        const T scale = T(1) / std::max(softplus(r.row[temperature_column_]), static_cast<T>(temperature_floor_));
+        scale = T(1) / std::max(softplus(r.row[temperature_column_]), static_cast<T>(temperature_floor_));
         *r.scale = scale;
-        for (int64_t i = 0; i < slots; ++i) factor[i] = std::exp(-(d2[i] - smallest) * scale);
-      } else {
-#pragma omp simd
-        for (int64_t i = 0; i < slots; ++i) factor[i] = (T(1) / (d2[i] + e)) * (smallest + e);
       }
-      T total = 0;
-#pragma omp simd reduction(+ : total)
-      for (int64_t i = 0; i < slots; ++i) {
-        weight[i] = factor[i] * r.strength[i] + floor;
-        total += weight[i];
-      }
-      *r.total = total;
-      const T inverse_total = T(1) / total;
-#pragma omp simd
-      for (int64_t i = 0; i < slots; ++i) weight[i] *= inverse_total;
+      *r.extreme = distance_weights<T>(r.query, r.key, r.strength, dim_, capacity_, r.slots, softmax, scale, e, floor,
+                                       r.scores, r.factor, r.weight, r.total);
       read_values(r);
       if (writing) write_slot(t, b, r.row, position + position_head, position_coordinate);
     }
@@ -671,9 +721,7 @@ class ForwardLoop {
       const int64_t slots = r.slots;
       const T* row = r.row;
       T* query = r.query;
-      T* __restrict__ score = r.scores;
-      T* __restrict__ factor = r.factor;
-      T* __restrict__ weight = r.weight;
+      const T* weight = r.weight;
       if (tape) {  // softmax of the three choices, then the mix of the read key and the offered neighbours
         T* choice = choice_data + b * 3;
         const T* logits = row + choice_column_;
@@ -687,30 +735,10 @@ class ForwardLoop {
       } else {
         for (int64_t c = 0; c < dim; ++c) query[c] = row[c];
       }
-      for (int64_t i = 0; i < slots; ++i) score[i] = 0;
-      for (int64_t c = 0; c < dim; ++c) {
-        const T q = query[c];
-        const T* coordinate = r.key + c * capacity;
-#pragma omp simd
-        for (int64_t i = 0; i < slots; ++i) score[i] += q * coordinate[i];
-      }
       const T gamma = sharpening ? T(1) + softplus(row[gamma_column_]) : T(1);
       *r.scale = gamma;
-      // Strictly larger, so that ties go to the first slot, as max(dim) gives them.
-      int64_t largest = 0;
-      for (int64_t i = 1; i < slots; ++i) {
-        if (gamma * score[i] > gamma * score[largest]) largest = i;
-      }
-      *r.extreme = largest;
-      const T top = gamma * score[largest];
-      T total = 0;
-      for (int64_t i = 0; i < slots; ++i) {
-        factor[i] = std::exp(gamma * score[i] - top);
-        weight[i] = factor[i] * r.strength[i] + floor;
-        total += weight[i];
-      }
-      *r.total = total;
-      for (int64_t i = 0; i < slots; ++i) weight[i] /= total;
+      *r.extreme = content_weights<T>(query, r.key, r.strength, dim, capacity, slots, gamma, floor, r.scores, r.factor,
+                                      r.weight, r.total);
       read_values(r);
       if (tape) {  // k_L = sum_i w_{i+1} k_i and k_R = sum_i w_{i-1} k_i, offered to the next step
         T* left = next_offered + b * 2 * dim;
@@ -734,6 +762,7 @@ class ForwardLoop {
   bool content_ = false;
   at::Tensor choices_, neighbours_;
   int64_t steps_ = 0, batch_ = 0, size_ = 0, dim_ = 0, capacity_ = 0, width_ = 0, projection_ = 0;
+  int64_t kept_rows_ = 0;  // rows of per-slot read state: steps_ (kept for the backward pass) or 1 (recomputed)
   std::vector<at::Tensor> tensors_, raw_views_, sigmoid_rows_, candidate_rows_, squashed_rows_, cell_rows_;
   std::vector<at::Tensor> value_raw_views_, value_slot_views_;
   at::Tensor gates_, gate_sigmoids_, gate_candidates_;
@@ -796,6 +825,7 @@ class BackwardLoop {
     // alignment boundary: on memory whose alignment changes from run to run, each run would split the sums
     // differently, and two runs of the same seed would part after a few dozen steps.
     scratch_ = at::zeros({2 * capacity_ + input_size_}, options);
+    kept_ = b.dist2.size(0) == steps_;
     outputs_ = b.outputs.data_ptr<T>();
     step_weight_ = b.step_weight.data_ptr<T>();
     recurrent_weight_ = b.recurrent_weight.data_ptr<T>();
@@ -876,23 +906,38 @@ class BackwardLoop {
     int64_t slots;
   };
 
+  // Where the forward pass kept the read's per-slot state, its rows; where it did not, the state recomputed, by
+  // the forward pass's own function, into the sample's row of the one-step buffers.
   ReadRows read_rows(int64_t t, int64_t b) const {
-    const int64_t capacity = capacity_, step = t * batch_ + b, saved = step * capacity;
+    const int64_t capacity = capacity_, step = t * batch_ + b, n = slots(t);
+    const T* query = queries_ + step * dim_;
+    const T *key = keys_ + b * dim_ * capacity, *strength = strengths_ + b * capacity;
+    T total = totals_[step];
+    int64_t extreme = nearest_[step];
+    const int64_t saved = (kept_ ? step : b) * capacity;
+    if (!kept_) {
+      const T floor = static_cast<T>(layout_.weight_floor);
+      extreme = layout_.content ? content_weights<T>(query, key, strength, dim_, capacity, n, scales_[step], floor,
+                                                     dist2_ + saved, factors_ + saved, weights_ + saved, &total)
+                                : distance_weights<T>(query, key, strength, dim_, capacity, n, softmax_,
+                                                      softmax_ ? scales_[step] : T(0), eps_, floor, dist2_ + saved,
+                                                      factors_ + saved, weights_ + saved, &total);
+    }
     return ReadRows{dist2_ + saved,
                     factors_ + saved,
                     weights_ + saved,
-                    queries_ + step * dim_,
-                    totals_[step],
+                    query,
+                    total,
                     scales_[step],
-                    nearest_[step],
+                    extreme,
                     values_ + b * width_ * capacity,
-                    strengths_ + b * capacity,
-                    keys_ + b * dim_ * capacity,
+                    strength,
+                    key,
                     grad_read(b),
                     grad_values_ + b * width_ * capacity,
                     grad_strengths_ + b * capacity,
                     grad_keys_ + b * dim_ * capacity,
-                    slots(t)};
+                    n};
   }
 
   // The gradient of each slot's weight from the read value's: <grad r, v_i>, into `grad_weight_`.
@@ -923,7 +968,7 @@ class BackwardLoop {
     T dot = 0;
     for (int64_t i = 0; i < n; ++i) dot += grad_weight[i] * weight[i];
     T grad_nearest = 0, grad_temperature = 0;
-    const T scale = softmax_ ? scales_[t * batch_ + b] : T(0);
+    const T scale = softmax_ ? r.scale : T(0);
     if (softmax_) {
       const T nearest_dist2 = d2[near];
       for (int64_t i = 0; i < n; ++i) {
@@ -1151,9 +1196,10 @@ class BackwardLoop {
   bool softmax_;
   T eps_, scale_ceiling_;
   at::Tensor answer_hidden_, answer_reads_, grad_recurrent_, grad_cell_, grad_heads_, scratch_;
-  const T *outputs_, *step_weight_, *recurrent_weight_, *keys_, *values_, *strengths_, *dist2_, *factors_, *weights_,
-      *queries_, *totals_, *scales_, *sigmoids_, *candidates_, *cells_, *squashed_, *encoder_jacobians_,
-      *answer_jacobians_;
+  bool kept_ = true;  // whether the forward pass kept each read's per-slot state (else it is recomputed)
+  T *dist2_, *factors_, *weights_;
+  const T *outputs_, *step_weight_, *recurrent_weight_, *keys_, *values_, *strengths_, *queries_, *totals_, *scales_,
+      *sigmoids_, *candidates_, *cells_, *squashed_, *encoder_jacobians_, *answer_jacobians_;
   const int64_t* nearest_;
   T *grad_keys_, *grad_values_, *grad_strengths_, *grad_outputs_, *grad_gates_, *tracked_;
   T *grad_recurrent_data_ = nullptr, *grad_heads_data_ = nullptr;
