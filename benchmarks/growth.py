@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pathlib
 import resource
 import subprocess
@@ -78,6 +77,11 @@ def exponent(lengths, values) -> float:
     return float(np.polyfit(np.log(lengths), np.log(values), 1)[0])
 
 
+def added(cell: dict) -> int:
+    """What a training step added to the process: its peak less what the process held before."""
+    return cell["peak_bytes"] - cell["before_bytes"]
+
+
 def plot(cells: list[dict], models: list[str], fits: dict, path: str, where: str) -> None:
     import matplotlib
 
@@ -91,14 +95,18 @@ def plot(cells: list[dict], models: list[str], fits: dict, path: str, where: str
         time_exponent, memory_exponent = fits[name]
         per_sequence = [row["seconds"] / row["batch"] * 1e3 for row in rows]
         time_axes.loglog(lengths, per_sequence, "o-", label=f"{name} (slope {time_exponent:.2f})")
-        memory_axes.loglog(lengths, [row["peak_bytes"] / 2**30 for row in rows], "o-",
-                           label=f"{name} (slope {memory_exponent:.2f})")  # fmt: skip
+        line = memory_axes.loglog(lengths, [added(row) / 2**30 for row in rows], "o-",
+                                  label=f"{name} (slope {memory_exponent:.2f})")  # fmt: skip
+        memory_axes.loglog(lengths, [row["estimate_bytes"] / 2**30 for row in rows], "--", color=line[0].get_color(),
+                           alpha=0.6, label=f"{name}, estimated")  # fmt: skip
     time_axes.set(xlabel="copy length", ylabel="ms per sequence (training step)", title="time")
-    memory_axes.set(xlabel="copy length", ylabel="peak memory (GiB)", title="memory")
+    memory_axes.set(xlabel="copy length", ylabel="GiB added by a training step", title="memory")
     for axes in (time_axes, memory_axes):
         axes.grid(True, which="both", alpha=0.3)
-        axes.legend()
-    figure.suptitle(f"training step growth, {where}; slopes fitted from length {fits['from']}")
+        axes.legend(fontsize=8)
+    figure.suptitle(
+        f"training step growth, batch {cells[0]['batch']}, {where}; slopes fitted from length {fits['from']}"
+    )
     figure.savefig(path, dpi=120)
 
 
@@ -108,9 +116,10 @@ def main() -> None:
     parser.add_argument("--lengths", type=lambda text: [int(x) for x in comma_list(text)], default=DEFAULT_LENGTHS)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--fit-from", type=int, default=256, help="the shortest length the exponents are fitted on")
+    parser.add_argument("--fit-from", type=int, default=2048, help="the shortest length the exponents are fitted on")
     parser.add_argument("--json", help="also write the cells as JSON to this file")
     parser.add_argument("--plot", help="draw the log-log figure into this file")
+    parser.add_argument("--from-json", help="print and draw the cells of an earlier --json instead of measuring")
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # internal: measure one model:length and print JSON
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -118,37 +127,42 @@ def main() -> None:
         name, length = args.cell.rsplit(":", 1)
         print(json.dumps(measure(name, int(length), args.batch_size, device)))
         return
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    memory = "peak allocated" if device.type == "cuda" else "peak RSS"
-    print(f"torch {torch.__version__} on {where}; batch {args.batch_size}; the second of two training steps")
+    if args.from_json:
+        saved = json.loads(pathlib.Path(args.from_json).read_text())
+        where, cells = saved["where"], saved["cells"]
+        models = list(dict.fromkeys(cell["model"] for cell in cells))
+    else:
+        machine = (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+        )
+        where, cells, models = f"torch {torch.__version__} on {machine}", [], args.models
+    memory = "peak RSS" if " on cpu" in where else "peak allocated"
+    print(f"{where}; batch {cells[0]['batch'] if cells else args.batch_size}; the second of two training steps")
     header = f"{'model':<8} {'length':>6} {'ms/sequence':>12} {memory + ' MB':>17} {'added MB':>9} {'estimate MB':>12}"
     print(header)
     print("-" * len(header))
-    cells = []
-    for name in args.models:
-        for length in args.lengths:
-            cell = measure_in_subprocess(name, length, args)
+    rows = cells if args.from_json else ((name, length) for name in models for length in args.lengths)
+    for item in rows:
+        cell = item if args.from_json else measure_in_subprocess(*item, args)
+        if not args.from_json:
             cells.append(cell)
-            added = cell["peak_bytes"] - cell["before_bytes"]
-            print(f"{name:<8} {length:>6} {cell['seconds'] / cell['batch'] * 1e3:>12.3f} "
-                  f"{cell['peak_bytes'] / 2**20:>17.0f} {added / 2**20:>9.0f} {cell['estimate_bytes'] / 2**20:>12.0f}",
-                  flush=True)  # fmt: skip
+        milliseconds, megabytes = cell["seconds"] / cell["batch"] * 1e3, cell["peak_bytes"] / 2**20
+        print(f"{cell['model']:<8} {cell['length']:>6} {milliseconds:>12.3f} {megabytes:>17.0f} "
+              f"{added(cell) / 2**20:>9.0f} {cell['estimate_bytes'] / 2**20:>12.0f}", flush=True)  # fmt: skip
     fits = {"from": args.fit_from}
-    print(f"\nexponents fitted on lengths >= {args.fit_from} (time ~ length^a, memory ~ length^b):")
-    for name in args.models:
-        rows = [cell for cell in cells if cell["model"] == name and cell["length"] >= args.fit_from]
-        if len(rows) < 2:
+    print(f"\nexponents fitted on lengths >= {args.fit_from} (time ~ length^a, added memory ~ length^b):")
+    for name in models:
+        fitted = [cell for cell in cells if cell["model"] == name and cell["length"] >= args.fit_from]
+        if len(fitted) < 2:
             continue
-        lengths = [row["length"] for row in rows]
-        fits[name] = (exponent(lengths, [row["seconds"] for row in rows]),
-                      exponent(lengths, [row["peak_bytes"] for row in rows]))  # fmt: skip
+        lengths = [cell["length"] for cell in fitted]
+        fits[name] = (exponent(lengths, [cell["seconds"] for cell in fitted]),
+                      exponent(lengths, [added(cell) for cell in fitted]))  # fmt: skip
         print(f"{name:<8} time {fits[name][0]:.2f}   memory {fits[name][1]:.2f}")
-    if args.json:
+    if args.json and not args.from_json:
         pathlib.Path(args.json).write_text(json.dumps({"where": where, "cells": cells}, indent=1) + "\n")
     if args.plot:
-        plot(cells, [name for name in args.models if name in fits], fits, args.plot, where)
-    if math.isnan(sum(cell["seconds"] for cell in cells)):
-        raise SystemExit("a cell gave no time")
+        plot(cells, [name for name in models if name in fits], fits, args.plot, where)
 
 
 if __name__ == "__main__":

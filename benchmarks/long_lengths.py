@@ -1,12 +1,13 @@
 """The paper's LANTM runs on copy and reverse, scored far past their training lengths: 2x, 4x, 8x and 16x.
 
-For each cell it trains the paper's preset (`liemem train --preset paper`, seed 1; a finished run is reused and a
-stopped one resumes), then scores the best weights with `liemem eval --best --scale K` for each K: sizes K u / 2 + 1
-to K u, u the largest training size (64), so 16x is copy of 513 to 1,024 symbols. Each cell's scores go to
-`--results`/<task>-lantm-<regime>.json, with the commands that made them.
+For each cell and seed it trains the paper's preset (`liemem train --preset paper`; a finished run is reused and
+a stopped one resumes), then scores the best weights with `liemem eval --best --scale K` for each K: sizes
+K u / 2 + 1 to K u, u the largest training size (64), so 16x is copy of 513 to 1,024 symbols. Each run's scores go
+to `--results`/<task>-lantm-<regime>-seed<S>.json, with the commands that made them; a run already recorded is
+skipped.
 
-    python benchmarks/long_lengths.py [--tasks copy,reverse] [--regimes small,large] [--scales 2,4,8,16]
-                                      [--runs runs/long] [--results results/long-lengths]
+    python benchmarks/long_lengths.py [--tasks copy,reverse] [--regimes small,large] [--seeds 1,2,3]
+                                      [--scales 2,4,8,16] [--runs runs/long] [--results results/long-lengths]
 """
 
 from __future__ import annotations
@@ -43,42 +44,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=comma_list, default=["copy", "reverse"])
     parser.add_argument("--regimes", type=comma_list, default=["small", "large"])
+    parser.add_argument("--seeds", type=lambda text: [int(x) for x in comma_list(text)], default=[1])
     parser.add_argument("--scales", type=lambda text: [int(x) for x in comma_list(text)], default=[2, 4, 8, 16])
     parser.add_argument("--runs", default="runs/long", help="where the training runs go")
     parser.add_argument("--results", default="results/long-lengths", help="where the JSON records go")
     args = parser.parse_args()
     results = pathlib.Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    for task in args.tasks:
-        for regime in args.regimes:
-            run = pathlib.Path(args.runs) / f"{task}-lantm-{regime}"
-            train = ["train", "--preset", "paper", "--task", task, "--model", "lantm", "--regime", regime]
-            train += ["--seed", "1", "--out", str(run), "--no-progress"]
-            started = time.perf_counter()
-            liemem(*train)
-            summary = json.loads((run / "summary.json").read_text())
-            record = {
-                "task": task,
-                "model": "lantm",
-                "regime": regime,
-                "seed": 1,
-                "best": summary.get("best"),
-                "train_command": "liemem " + " ".join(train),
-                "scores": {},
-                "commit": commit(),
-            }
-            for scale in args.scales:
-                evaluation = ["eval", str(run), "--best", "--scale", str(scale)]
-                scores = json.loads(liemem(*evaluation).strip().splitlines()[-1])
-                record["scores"][f"x{scale}"] = {key: scores[key] for key in ("lengths", "fine", "coarse", "step")}
-                record["scores"][f"x{scale}"]["command"] = "liemem " + " ".join(evaluation)
-                print(
-                    f"{task} {regime} x{scale} (sizes {scores['lengths'][0]}-{scores['lengths'][1]}): "
-                    f"fine {100 * scores['fine']:.1f}, coarse {100 * scores['coarse']:.1f}",
-                    flush=True,
-                )
-            record["wall_seconds"] = round(time.perf_counter() - started, 1)
-            (results / f"{task}-lantm-{regime}.json").write_text(json.dumps(record, indent=1) + "\n")
+    cells = [(task, regime, seed) for seed in args.seeds for task in args.tasks for regime in args.regimes]
+    for task, regime, seed in cells:
+        name = f"{task}-lantm-{regime}-seed{seed}"
+        if (results / f"{name}.json").exists():
+            continue
+        run = pathlib.Path(args.runs) / name
+        train = ["train", "--preset", "paper", "--task", task, "--model", "lantm", "--regime", regime]
+        train += ["--seed", str(seed), "--out", str(run), "--no-progress"]
+        started = time.perf_counter()
+        liemem(*train)
+        summary = json.loads((run / "summary.json").read_text())
+        record = {
+            "task": task,
+            "model": "lantm",
+            "regime": regime,
+            "seed": seed,
+            "best": summary.get("best"),
+            "train_command": "liemem " + " ".join(train),
+            "scores": {},
+            "commit": commit(),
+        }
+        for scale in args.scales:
+            evaluation = ["eval", str(run), "--best", "--scale", str(scale)]
+            scores = json.loads(liemem(*evaluation).strip().splitlines()[-1])
+            record["scores"][f"x{scale}"] = {key: scores[key] for key in ("lengths", "fine", "coarse", "step")}
+            record["scores"][f"x{scale}"]["command"] = "liemem " + " ".join(evaluation)
+            print(
+                f"{task} {regime} seed {seed} x{scale} (sizes {scores['lengths'][0]}-{scores['lengths'][1]}): "
+                f"fine {100 * scores['fine']:.1f}, coarse {100 * scores['coarse']:.1f}",
+                flush=True,
+            )
+        record["wall_seconds"] = round(time.perf_counter() - started, 1)
+        (results / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

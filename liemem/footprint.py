@@ -62,11 +62,9 @@ def numbers_per_step(model, training: bool) -> float:
     vocab = model.vocab_size
     if isinstance(model, EncoderDecoderLSTM):
         hidden, layers, embedding = model.config.hidden_size, model.config.layers, model.config.embedding_size
-        return (
-            (17 * hidden * layers + 2 * embedding + 3 * vocab)
-            if training
-            else (2 * hidden * layers + embedding + vocab)
-        )
+        if training:
+            return 14 * hidden * layers + 2 * embedding + 3 * vocab
+        return 2 * hidden * layers + embedding + vocab
     if isinstance(model, NeuralTuringMachine):
         c = model.config
         cells = c.memory_slots * c.memory_width
@@ -85,8 +83,8 @@ def numbers_per_step(model, training: bool) -> float:
             state = model.key_space.dim + math.prod(model.group.element_shape)
             heads = 4 * state + (2 * state * (model.heads.raw_size + state) if training else 0)
         forward = 11 * hidden + width + projection + embedding + vocab + heads
-        return forward + (9 * hidden + 2 * width + 2 * projection + embedding + 2 * vocab if training else 0)
-    # A model of a user's: the largest of the built-in ones' counts, for its parameters' count.
+        return forward + (4 * hidden + width + projection + vocab if training else 0)
+    # A model of a user's: a count that grows with its size as the built-in ones' do.
     return 20 * sum(p.numel() for p in model.parameters()) ** 0.5
 
 
@@ -106,10 +104,9 @@ def estimate(model, batch: int, sequence: Sequence, training: bool) -> int:
     steps, slots = sequence.steps, sequence.input_length + 1
     numbers = steps * numbers_per_step(model, training) + slots * numbers_per_slot(model, training)
     if training and getattr(model, "has_memory", False) and hasattr(model, "step_projection"):
-        from .engine.plan import KEPT_READS_BUDGET
+        from .engine.plan import keeps_reads
 
-        kept = 3 * steps * slots * batch * size
-        numbers += 3 * steps * slots if kept <= KEPT_READS_BUDGET else 0
+        numbers += 3 * steps * slots if keeps_reads(3 * steps * slots * batch * size, True) else 0
     parameters = sum(p.numel() for p in model.parameters()) * (4 if training else 1)
     return int(batch * numbers * size + parameters * size + OVERHEAD_BYTES)
 

@@ -15,8 +15,9 @@ backward returns its gradients for the n slots it saw as the token's; autograd s
 write sends to a token, and each write's backward takes its own row and passes the rows before it on. The work
 per read is proportional to the slots it read, and no state outlives a backward pass, so partial and repeated
 backward passes are exact. Everything between, the distances, the
-weighting and the smoothing, is ordinary autograd, so `weigh` can be any differentiable function. States are
-values: an older `MemoryState` keeps reading the slots it had.
+weighting and the smoothing, is ordinary autograd, so `weigh` can be any differentiable function; it runs under
+a checkpoint that recomputes it in the backward pass, so that a sequence's graph keeps no per-slot state and grows
+linearly with the sequence's length. States are values: an older `MemoryState` keeps reading the slots it had.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ one-line refusal of a run that cannot fit."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -123,7 +124,14 @@ def test_kernels_keep_one_steps_read_state_where_they_recompute(name, monkeypatc
     assert rows == [(steps, steps), (1, steps), (1, steps)]
 
 
-def test_the_budget_decides_between_keeping_and_recomputing():
+def test_the_budget_decides_between_keeping_and_recomputing(monkeypatch):
+    monkeypatch.setenv(engine_plan.KEPT_READS_SWITCH, "1")
+    assert engine_plan.keeps_reads(2**20, True) and not engine_plan.keeps_reads(2**20 + 1, True)
+    for bad in ("lots", "-1", "nan"):
+        monkeypatch.setenv(engine_plan.KEPT_READS_SWITCH, bad)
+        with pytest.raises(engine.EngineError, match="LIEMEM_KEPT_READS_MB"):
+            engine_plan.keeps_reads(1, True)
+    monkeypatch.delenv(engine_plan.KEPT_READS_SWITCH)
     budget = engine_plan.KEPT_READS_BUDGET
     assert engine_plan.keeps_reads(budget, differentiable=True)
     assert not engine_plan.keeps_reads(budget + 1, differentiable=True)
@@ -192,3 +200,10 @@ def test_eval_refuses_lengths_that_cannot_fit(tmp_path):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "evaluation needs about" in lines[0], result.stderr
+    # --scale K scores sizes K u / 2 + 1 to K u, u = 3 the largest training size.
+    scaled = _liemem("eval", str(tmp_path / "run"), "--scale", "4", "-n", "32", cwd=tmp_path)
+    assert scaled.returncode == 0, scaled.stderr
+    scores = json.loads(scaled.stdout.strip().splitlines()[-1])
+    assert scores["lengths"] == [7, 12] and scores["scale"] == 4
+    both = _liemem("eval", str(tmp_path / "run"), "--scale", "4", "--lengths", "2-3", cwd=tmp_path)
+    assert both.returncode == 2 and "not both" in both.stderr

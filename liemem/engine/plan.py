@@ -50,15 +50,32 @@ BACKEND_WEIGHTINGS = {"loop": tensor_ops.WEIGHTINGS, "kernels": kernels.WEIGHTIN
 
 # The most memory the per-slot state of one sequence's reads may take before the backward pass recomputes it
 # instead. At the paper's lengths it is a few megabytes, kept; at copy length 2,048 and batch 32 it would be 3 GB.
+# `LIEMEM_KEPT_READS_MB` overrides it.
 KEPT_READS_BUDGET = 64 * 2**20
+KEPT_READS_SWITCH = "LIEMEM_KEPT_READS_MB"
 
 
 def keeps_reads(kept_bytes: int, differentiable: bool) -> bool:
     """Whether a forward pass keeps its reads' per-slot state for the backward pass, given what keeping it takes
     (`kept_bytes`, which grows with steps x batch x slots): only a pass that may be differentiated, and only
-    within `KEPT_READS_BUDGET`. Otherwise the backward pass recomputes each read, one step at a time, from its
-    query and the memory: a few percent slower, and the pass's memory grows linearly with its length."""
-    return differentiable and kept_bytes <= KEPT_READS_BUDGET
+    within the budget (`KEPT_READS_BUDGET`, or `LIEMEM_KEPT_READS_MB` megabytes). Otherwise the backward pass
+    recomputes each read, one step at a time, from its query and the memory: a few percent slower at short
+    lengths, faster at long ones, and the pass's memory grows linearly with its length."""
+    return differentiable and kept_bytes <= kept_reads_budget()
+
+
+def kept_reads_budget() -> int:
+    """The budget in bytes: `LIEMEM_KEPT_READS_MB` megabytes where set, else `KEPT_READS_BUDGET`."""
+    text = os.environ.get(KEPT_READS_SWITCH, "").strip()
+    if not text:
+        return KEPT_READS_BUDGET
+    try:
+        megabytes = float(text)
+    except ValueError:
+        raise EngineError(f"{KEPT_READS_SWITCH}={text!r} is not a number of megabytes") from None
+    if not megabytes >= 0:
+        raise EngineError(f"{KEPT_READS_SWITCH}={text!r}: the budget cannot be negative")
+    return int(megabytes * 2**20)
 
 
 class EngineError(ValueError):
