@@ -47,7 +47,7 @@ def measure(name: str, length: int, batch_size: int, device: torch.device) -> di
     """Two training steps at one length: the second's seconds, this process's peak memory, and what it held
     before the first step, beside liemem's estimate of what a step adds (`liemem.footprint`)."""
     model = build(name).to(device)
-    sequence = footprint.Sequence(length + 1, length)  # the batches of `throughput.copy_batch`
+    sequence = footprint.Sequence(length, length)  # the batches of `throughput.copy_batch`
     estimate = footprint.estimate(model, batch_size, sequence, training=True)
     before = resident_bytes() if device.type == "cpu" else torch.cuda.memory_allocated(device)
     step = training_step(name, length, batch_size, device)

@@ -310,7 +310,7 @@ def run_eval(args) -> None:
         sizes = scaled_lengths(config, args.scale)
     count = config.eval_samples if args.n is None else _count("eval", args.n)
     seed = config.eval_seed if args.seed is None else _seed("eval", args.seed)
-    sizes = task.check_sizes(sizes, "--lengths")
+    sizes = task.check_sizes(sizes, "--lengths" if args.scale is None else f"--scale {args.scale}")
     scores = evaluate(model, task, sizes, count, seed, config.batch_size, one_length=config.one_length_per_batch)
     result = {"task": config.task, "model": config.model, "step": step, "lengths": list(sizes), "seed": seed}
     if args.scale is not None:

@@ -55,11 +55,24 @@ def longest_sequence(task, sizes: tuple[int, int]) -> Sequence:
     return Sequence(inputs.shape[1] - 1, targets.shape[1])
 
 
+def backend(model, training: bool) -> str:
+    """The engine backend a pass of `model` takes (`autograd` for models the engine does not run, and where a
+    forced plan cannot run it: the pass then fails with its own message, or, recording, takes the plain loop)."""
+    from .engine import EngineError
+
+    if not hasattr(model, "plan"):
+        return "autograd"
+    try:
+        return model.plan(training).backend
+    except EngineError:
+        return "autograd"
+
+
 def numbers_per_step(model, training: bool) -> float:
     """Numbers a pass of `model` keeps per step and sample."""
     from .models import EncoderDecoderLSTM, LieAccessMachine, NeuralTuringMachine, RandomAccessMachine
 
-    vocab = model.vocab_size
+    vocab = getattr(model, "vocab_size", 0)
     if isinstance(model, EncoderDecoderLSTM):
         hidden, layers, embedding = model.config.hidden_size, model.config.layers, model.config.embedding_size
         if training:
@@ -75,8 +88,7 @@ def numbers_per_step(model, training: bool) -> float:
         c = model.config
         hidden, width, embedding = c.controller_size, c.memory_width, c.embedding_size
         projection = model.step_projection.out_features
-        plan = model.plan(training)
-        if plan.backend == "autograd":
+        if backend(model, training) == "autograd":
             return (60 * hidden + 10 * width + 3 * vocab) if training else (12 * hidden + width + vocab)
         heads = 0
         if isinstance(model, LieAccessMachine):  # each step's head states and, for training, their Jacobians
@@ -85,30 +97,53 @@ def numbers_per_step(model, training: bool) -> float:
         forward = 11 * hidden + width + projection + embedding + vocab + heads
         return forward + (4 * hidden + width + projection + vocab if training else 0)
     # A model of a user's: a count that grows with its size as the built-in ones' do.
-    return 20 * sum(p.numel() for p in model.parameters()) ** 0.5
+    return 20 * sum(p.numel() for p in model.parameters()) ** 0.5 + 3 * vocab
+
+
+def _appends_slots(model) -> bool:
+    """Whether `model` has the engine's append-only memory (a slot per input step): the Lie-access machines, RAM."""
+    from .models import LieAccessMachine, RandomAccessMachine
+
+    return isinstance(model, LieAccessMachine | RandomAccessMachine)
 
 
 def numbers_per_slot(model, training: bool) -> float:
     """Numbers a pass keeps per memory slot and sample: the slot, its gradient, and a read's scratch row."""
-    if not getattr(model, "has_memory", False) or not hasattr(model, "step_projection"):
+    if not _appends_slots(model):
         return 0.0
     key_dim = getattr(getattr(model, "key_space", None), "dim", None) or model.config.key_dim
     return (key_dim + model.config.memory_width + 1) * (2 if training else 1) + 4
 
 
+def kept_numbers_per_read_slot(model, training: bool) -> int:
+    """Numbers a training pass keeps per step, sample and slot where it keeps its reads' state: the kernels keep
+    3, the tensor-operation loop a `cells.ReadSaved` (key_dim + 5) or a content read's 4; the plain autograd
+    loop recomputes its reads."""
+    if not training or not _appends_slots(model):
+        return 0
+    taken = backend(model, training)
+    if taken == "kernels":
+        return 3
+    if taken == "loop":
+        return 4 if getattr(model, "recurrence", "") == "content" else model.key_space.dim + 5
+    return 0
+
+
 def estimate(model, batch: int, sequence: Sequence, training: bool) -> int:
     """Bytes a pass of `model` over `batch` sequences like `sequence` needs at its peak, beyond what the process
     holds already; `training`: forward and backward passes and an optimiser step."""
-    dtype = next(model.parameters()).dtype
-    size = torch.finfo(dtype).bits // 8
+    parameters = list(model.parameters())
+    dtype = parameters[0].dtype if parameters else torch.get_default_dtype()
+    size = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
     steps, slots = sequence.steps, sequence.input_length + 1
     numbers = steps * numbers_per_step(model, training) + slots * numbers_per_slot(model, training)
-    if training and getattr(model, "has_memory", False) and hasattr(model, "step_projection"):
+    kept = kept_numbers_per_read_slot(model, training)
+    if kept:
         from .engine.plan import keeps_reads
 
-        numbers += 3 * steps * slots if keeps_reads(3 * steps * slots * batch * size, True) else 0
-    parameters = sum(p.numel() for p in model.parameters()) * (4 if training else 1)
-    return int(batch * numbers * size + parameters * size + OVERHEAD_BYTES)
+        numbers += kept * steps * slots if keeps_reads(kept * steps * slots * batch * size, True) else 0
+    weights = sum(p.numel() for p in parameters) * (4 if training else 1)
+    return int(batch * numbers * size + weights * size + OVERHEAD_BYTES)
 
 
 def available(device: torch.device) -> tuple[int, str]:
@@ -156,10 +191,10 @@ def _cgroup_room() -> int | None:
 
 def check(model, batch: int, sequence: Sequence, training: bool, device, what: str, advice: str) -> int:
     """Raise `MemoryLimitError` if `estimate` is more than `USABLE_SHARE` of what `device` has free: one sentence
-    naming `what` runs, the estimate, the free memory and `advice`. Returns the estimate."""
-    need = estimate(model, batch, sequence, training)
+    naming `what` runs, the estimate, the free memory and `advice`. Returns the estimate (0 with the check off)."""
     if os.environ.get(SWITCH, "on").strip().lower() in {"off", "0", "false", "no"}:
-        return need
+        return 0
+    need = estimate(model, batch, sequence, training)
     have, where = available(device)
     if need > USABLE_SHARE * have:
         raise MemoryLimitError(

@@ -61,6 +61,7 @@ def test_recomputed_reads_on_cuda_give_the_kept_reads_gradients(name, monkeypatc
     the one that kept them, float64 to 1e-9."""
     from liemem.engine import plan as engine_plan
 
+    monkeypatch.delenv(engine_plan.KEPT_READS_SWITCH, raising=False)
     torch.manual_seed(0)
     model = build_model(name, 8).double().to("cuda")
     inputs = torch.randint(0, 8, (3, 9), device="cuda")

@@ -12,7 +12,7 @@ import torch
 
 import groups
 from helpers import PATHS, require_compiled_kernels
-from liemem import build_model, engine, footprint, memory, tasks, weighting
+from liemem import build_model, cli, engine, footprint, memory, tasks, weighting
 from liemem.engine import kernels, tensor_ops
 from liemem.engine import plan as engine_plan
 
@@ -56,6 +56,22 @@ def assert_same(first, second, rtol=1e-9):
         torch.testing.assert_close(other_grads[name], grads[name], rtol=rtol, atol=1e-12, msg=name)
 
 
+def _count_tensor_op_reads(monkeypatch, content_read: bool) -> list:
+    """A list that grows by one at each read the tensor-operation backends compute (forward or recomputed)."""
+    from liemem.engine import cells, content
+
+    calls = []
+    module, name = (content, "read_weights") if content_read else (cells, "chordal_read_forward")
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
 @pytest.mark.parametrize("path", ["tensor-ops", "kernels"])
 @pytest.mark.parametrize(("group_name", "weigh"), CASES)
 def test_recomputed_reads_give_the_kept_reads_gradients(group_name, weigh, path, monkeypatch):
@@ -63,13 +79,18 @@ def test_recomputed_reads_give_the_kept_reads_gradients(group_name, weigh, path,
     that recomputes each read gives the gradients of the one that kept them, in float64 to 1e-9."""
     if path == "kernels":
         require_compiled_kernels()
+    monkeypatch.delenv(engine_plan.KEPT_READS_SWITCH, raising=False)
     model = build(group_name, weigh)
+    reads = _count_tensor_op_reads(monkeypatch, content_read=weigh is None)
     monkeypatch.setattr(engine_plan, "KEPT_READS_BUDGET", 2**62)
     kept = outputs_and_grads(model, path)
+    kept_reads = len(reads)
     monkeypatch.setattr(engine_plan, "KEPT_READS_BUDGET", 0)
     # The answer phase's memory gradients are then also sent one read at a time.
     monkeypatch.setattr(tensor_ops, "ANSWER_BATCH_BYTES", 1)
     recomputed = outputs_and_grads(model, path)
+    if path == "tensor-ops":  # each of the 15 steps' reads computed once, then once more in the backward pass
+        assert (kept_reads, len(reads) - kept_reads) == (15, 30)
     assert_same(kept, recomputed)
     # Both equal the plain autograd loop, itself recomputing its reads.
     assert_same(outputs_and_grads(model, "autograd"), recomputed)
@@ -87,7 +108,13 @@ def test_the_plain_loop_recomputes_any_weightings_reads_exactly(weigh, monkeypat
         for parameter in model.parameters():
             parameter.add_(0.3 * torch.randn_like(parameter))
     assert not model.key_space.chordal
+    checkpointed = []
+    original = memory.checkpoint
+    monkeypatch.setattr(
+        memory, "checkpoint", lambda *args, **kwargs: checkpointed.append(1) or original(*args, **kwargs)
+    )
     recomputed = outputs_and_grads(model, "autograd")
+    assert len(checkpointed) == 15  # every read of the 15 steps
     monkeypatch.setattr(memory, "checkpoint", lambda function, *args, **kwargs: function(*args))
     kept = outputs_and_grads(model, "autograd")
     assert_same(kept, recomputed)
@@ -170,7 +197,18 @@ def test_check_refuses_in_one_sentence_what_does_not_fit(monkeypatch):
     with pytest.raises(footprint.MemoryLimitError, match=r"a training step needs about .* MB .*4,001 steps, batch 32"):
         footprint.check(model, 32, sequence, True, "cpu", "a training step", "use shorter lengths")
     monkeypatch.setenv(footprint.SWITCH, "off")
-    assert footprint.check(model, 32, sequence, True, "cpu", "a training step", "x") > 10 * 2**20
+    assert footprint.check(model, 32, sequence, True, "cpu", "a training step", "x") == 0
+
+
+def test_estimates_run_for_any_module_and_any_forced_plan(monkeypatch):
+    """A user's plain module (no vocabulary, no parameters) and a model whose forced plan cannot run still get an
+    estimate: `evaluate` and `plot` check every model they are given."""
+    sequence = footprint.Sequence(100, 100)
+    assert footprint.estimate(torch.nn.Identity(), 8, sequence, False) >= footprint.OVERHEAD_BYTES
+    model = build_model("lantm", VOCAB, controller_layers=2)
+    with engine.forced("kernels"):  # not for a two-layer controller: the estimate takes the plain loop's counts
+        forced = footprint.estimate(model, 8, sequence, True)
+    assert forced == footprint.estimate(model, 8, sequence, True)
 
 
 def test_the_machine_reports_free_memory():
@@ -183,23 +221,33 @@ def _liemem(*args, cwd):
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300, check=False)
 
 
-def test_a_run_that_cannot_fit_stops_with_one_line_and_status_2(tmp_path):
+def test_a_run_that_cannot_fit_stops_with_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    # On a machine with 20 GB free, as the command line sees it.
+    monkeypatch.setattr(footprint, "available", lambda device: (20 * 10**9, "available on this machine"))
+    status = cli.main(["train", "--train-lengths", "2-100000", "--steps", "2", "--out", str(tmp_path / "run")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(lines) == 1
+    assert "a training step needs about" in lines[0] and "20.0 GB is available" in lines[0]
+    assert "--train-lengths" in lines[0]
+    # And end to end, on this machine's real free memory, with a batch no machine holds.
     result = _liemem(
-        "train", "--train-lengths", "2-100000", "--steps", "2", "--out", str(tmp_path / "run"), cwd=tmp_path
-    )
+        "train", "--train-lengths", "2-100000", "--batch-size", "1000000", "--steps", "2",
+        "--out", str(tmp_path / "run"), cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
-    assert "a training step needs about" in lines[0] and "--train-lengths" in lines[0]
+    assert "a training step needs about" in lines[0] and " TB " in lines[0]
 
 
-def test_eval_refuses_lengths_that_cannot_fit(tmp_path):
+def test_eval_refuses_lengths_that_cannot_fit(tmp_path, monkeypatch, capsys):
     trained = _liemem("train", "--steps", "2", "--train-lengths", "2-3", "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
-    result = _liemem("eval", str(tmp_path / "run"), "--lengths", "500000-500000", "-n", "32", cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "evaluation needs about" in lines[0], result.stderr
+    monkeypatch.setattr(footprint, "available", lambda device: (10**9, "available on this machine"))
+    status = cli.main(["eval", str(tmp_path / "run"), "--lengths", "100000-100000", "-n", "32"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and "evaluation needs about" in lines[0]
+    monkeypatch.undo()
     # --scale K scores sizes K u / 2 + 1 to K u, u = 3 the largest training size.
     scaled = _liemem("eval", str(tmp_path / "run"), "--scale", "4", "-n", "32", cwd=tmp_path)
     assert scaled.returncode == 0, scaled.stderr

@@ -122,8 +122,8 @@ def backward(ctx, saved, grad_answer_hidden, grad_answer_reads) -> LoopGrads:
     grad_hidden = recurrent.new_zeros(batch, recurrent.shape[-1] - width)
     grad_cell = torch.zeros_like(grad_hidden)
     grad_heads = recurrent.new_zeros(batch, 1, heads_replay.output_size)
-    # The answer phase reads a memory that no longer changes: its reads' gradients for the memory are
-    # summed over all answer steps at once, before the first write needs them.
+    # The answer phase reads a memory that no longer changes: its reads' gradients for the memory are summed
+    # over many answer steps at once, in batches of at most ANSWER_BATCH_BYTES of per-slot terms.
     answer_reads = []
     answer_contents = values[:, : input_length + 1], strengths
     answer_batch = max(1, ANSWER_BATCH_BYTES // (batch * (input_length + 1) * (key_dim + 2) * values.element_size()))
