@@ -8,6 +8,7 @@ skipped.
 
     python benchmarks/long_lengths.py [--tasks copy,reverse] [--regimes small,large] [--seeds 1,2,3]
                                       [--scales 2,4,8,16] [--runs runs/long] [--results results/long-lengths]
+    python benchmarks/long_lengths.py --report [--results results/long-lengths]   # the records as a table
 """
 
 from __future__ import annotations
@@ -40,6 +41,22 @@ def commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
+def report(results: pathlib.Path) -> str:
+    """The records under `results` as a Markdown table: fine/coarse percent at each scale, a row per run."""
+    records = [json.loads(path.read_text()) for path in sorted(results.glob("*.json"))]
+    records.sort(key=lambda r: (r["task"] != "copy", r["task"], r["regime"] != "small", r["seed"]))
+    scales = sorted({key for record in records for key in record["scores"]}, key=lambda key: int(key[1:]))
+    lines = ["| task | regime | seed | " + " | ".join(f"{key[1:]}x" for key in scales) + " |"]
+    lines.append("|---" * (3 + len(scales)) + "|")
+    for record in records:
+        cells = []
+        for key in scales:
+            score = record["scores"].get(key)
+            cells.append(f"{100 * score['fine']:.1f}/{100 * score['coarse']:.1f}" if score else "·")
+        lines.append(f"| {record['task']} | {record['regime']} | {record['seed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=comma_list, default=["copy", "reverse"])
@@ -48,8 +65,12 @@ def main() -> None:
     parser.add_argument("--scales", type=lambda text: [int(x) for x in comma_list(text)], default=[2, 4, 8, 16])
     parser.add_argument("--runs", default="runs/long", help="where the training runs go")
     parser.add_argument("--results", default="results/long-lengths", help="where the JSON records go")
+    parser.add_argument("--report", action="store_true", help="print the records as a Markdown table, run nothing")
     args = parser.parse_args()
     results = pathlib.Path(args.results)
+    if args.report:
+        print(report(results))
+        return
     results.mkdir(parents=True, exist_ok=True)
     cells = [(task, regime, seed) for seed in args.seeds for task in args.tasks for regime in args.regimes]
     for task, regime, seed in cells:
