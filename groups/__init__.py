@@ -7,8 +7,9 @@ add one: `class MyGroup(LieGroup, name="mine")`.
 from .base import LieGroup
 from .registry import get, names
 from .se2 import SE2
+from .se3 import SE3
 from .so3 import SO3
 from .torus import TorusTranslation
 from .translation import Translation
 
-__all__ = ["SE2", "SO3", "LieGroup", "TorusTranslation", "Translation", "get", "names"]
+__all__ = ["SE2", "SE3", "SO3", "LieGroup", "TorusTranslation", "Translation", "get", "names"]

@@ -180,3 +180,63 @@ def test_key_spaces_of_builtins():
     assert isinstance(groups.get("so3").key_space, Sphere) and groups.get("so3").key_space.dim == 3
     assert isinstance(groups.get("se2").key_space, Euclidean) and groups.get("se2").key_space.dim == 2
     assert isinstance(groups.get("torus", n=3).key_space, Torus) and groups.get("torus", n=3).key_space.dim == 6
+
+
+def se3_hat(xi: np.ndarray) -> np.ndarray:
+    """The 4x4 matrix of the algebra element (v, omega)."""
+    v, w = xi[:3], xi[3:]
+    matrix = np.zeros((4, 4))
+    matrix[:3, :3] = [[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]]
+    matrix[:3, 3] = v
+    return matrix
+
+
+def se3_matrix(g: torch.Tensor) -> np.ndarray:
+    """The 4x4 homogeneous matrix of the element (q, t), the rotation taken by scipy from the quaternion."""
+    w, x, y, z, *t = g.tolist()
+    matrix = np.eye(4)
+    matrix[:3, :3] = Rotation.from_quat([x, y, z, w]).as_matrix()
+    matrix[:3, 3] = t
+    return matrix
+
+
+@pytest.mark.parametrize("angle", [0.0, 1e-9, 1e-4, 0.03, 0.9, 2.0, math.pi - 1e-3, math.pi - 1e-7])
+def test_se3_exp_and_log_match_matrix_exponential_and_logarithm(angle):
+    """exp against scipy's expm of the 4x4 algebra matrix, log against logm, at angles from 0 to just short of pi
+    (logm itself loses digits there, so the round trip is checked to 1e-9 and logm to 1e-6)."""
+    se3 = groups.get("se3")
+    axis = np.array([0.48, -0.6, 0.64])
+    xi = np.concatenate(([0.7, -1.3, 0.4], angle * axis / np.linalg.norm(axis)))
+    g = se3.exp(torch.tensor(xi))
+    np.testing.assert_allclose(se3_matrix(g), scipy.linalg.expm(se3_hat(xi)), atol=1e-12)
+    np.testing.assert_allclose(se3.log(g).numpy(), xi, atol=1e-9)
+    logm = np.real(scipy.linalg.logm(se3_matrix(g)))
+    from_logm = [logm[0, 3], logm[1, 3], logm[2, 3], logm[2, 1], logm[0, 2], logm[1, 0]]
+    np.testing.assert_allclose(se3.log(g).numpy(), from_logm, atol=1e-6)
+
+
+def test_se3_log_at_a_half_turn_gives_a_rotation_of_pi():
+    """At exactly pi, log picks one of the two rotation vectors (+-pi axis); either one's exp is the element."""
+    se3 = groups.get("se3")
+    g = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 2.0, 3.0], dtype=F64)  # half a turn about z, then t = (1, 2, 3)
+    xi = se3.log(g)
+    assert abs(abs(xi[5].item()) - math.pi) < 1e-12 and torch.isfinite(xi).all()
+    np.testing.assert_allclose(se3_matrix(se3.exp(xi)), se3_matrix(g), atol=1e-12)
+
+
+def test_se3_hand_example_and_controller():
+    se3 = groups.get("se3")
+    # A quarter turn about z, then a shift by (1, 0, 2): (1, 0, 0) -> (0, 1, 0) -> (1, 1, 2).
+    half = math.sqrt(0.5)
+    g = torch.tensor([half, 0.0, 0.0, half, 1.0, 0.0, 2.0], dtype=F64)
+    np.testing.assert_allclose(se3.act(g, torch.tensor([1.0, 0.0, 0.0], dtype=F64)).numpy(), [1, 1, 2], atol=1e-15)
+    back = se3.act(se3.inverse(g), torch.tensor([1.0, 1.0, 2.0], dtype=F64))
+    np.testing.assert_allclose(back.numpy(), [1.0, 0.0, 0.0], atol=1e-15)
+    # Controller: translation a / sqrt(1 + |a|^2) from the first three, SO(3)'s axis and tanh angle from the rest.
+    raw = torch.tensor([3.0, 0.0, 4.0, 0.0, 0.0, 2.0, 0.5], dtype=F64)
+    element = se3.from_controller(raw)
+    np.testing.assert_allclose(element[4:].numpy(), [3 / math.sqrt(26), 0.0, 4 / math.sqrt(26)], rtol=1e-12)
+    angle = math.tanh(0.5)
+    np.testing.assert_allclose(element[:4].numpy(), [math.cos(angle / 2), 0, 0, math.sin(angle / 2)], atol=1e-5)
+    with pytest.raises(ValueError, match=r"SE3\(.*quaternion.*off unit norm"):
+        se3.check(torch.tensor([2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))

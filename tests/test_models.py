@@ -275,7 +275,7 @@ def test_unknown_model_lists_the_valid_ones():
         ("lantm", {"controller_sizes": 3}, r"unknown option 'controller_sizes'; valid options: group"),
         ("lantm", {"controller_size": 0}, "controller_size must be >= 1"),
         ("lantm", {"weighting": "cosine"}, "weighting must be one of"),
-        ("lantm", {"group": "se3"}, "group must be one of"),
+        ("lantm", {"group": "se4"}, "group must be one of"),
         ("lantm", {"action_interpolation": 1}, "action_interpolation must be true or false"),
         ("slantm", {"group_options": {"angle": True}}, "angle"),
         ("lstm", {"layers": 5}, r"layers must be in \[1, 4\]"),
