@@ -2,7 +2,8 @@
 
 from .base import ChordalKeySpace, KeySpace
 from .euclidean import Euclidean
+from .product import ProductSpace
 from .sphere import Sphere
 from .torus import Torus
 
-__all__ = ["ChordalKeySpace", "Euclidean", "KeySpace", "Sphere", "Torus"]
+__all__ = ["ChordalKeySpace", "Euclidean", "KeySpace", "ProductSpace", "Sphere", "Torus"]

@@ -240,3 +240,33 @@ def test_se3_hand_example_and_controller():
     np.testing.assert_allclose(element[:4].numpy(), [math.cos(angle / 2), 0, 0, math.sin(angle / 2)], atol=1e-5)
     with pytest.raises(ValueError, match=r"SE3\(.*quaternion.*off unit norm"):
         se3.check(torch.tensor([2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+
+
+def test_product_space_distance_adds_the_factors_squares():
+    """S^2 x R^1: the distance of two keys by hand, from the chord on the sphere and the gap on the line."""
+    space = groups.get("product").key_space
+    x = torch.tensor([1.0, 0.0, 0.0, 2.0], dtype=F64)
+    y = torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=F64)  # a quarter turn away (chord sqrt 2), 3 apart on the line
+    np.testing.assert_allclose(space.dist(x, y).item(), math.sqrt(2 + 9), rtol=1e-15)
+    np.testing.assert_allclose(space.dist2(x, y).item(), 11.0, rtol=1e-15)
+    assert space.chordal and groups.get("product", factors=["so3", "translation"]).key_space.dim == 5
+    geodesic = groups.get("product", factors=[{"name": "so3", "distance": "geodesic"}, "translation"]).key_space
+    assert not geodesic.chordal
+    x2, y2 = torch.cat((x, x[3:])), torch.cat((y, y[3:]))  # the line twice: R^2 with both coordinates 3 apart
+    np.testing.assert_allclose(geodesic.dist2(x2, y2).item(), (math.pi / 2) ** 2 + 9 + 9, rtol=1e-12)
+
+
+def test_product_group_acts_factor_by_factor():
+    """so3 x translation(1): a quarter turn about z and a shift of 5 move (1, 0, 0 | 2) to (0, 1, 0 | 7)."""
+    product = groups.get("product")
+    half = math.sqrt(0.5)
+    g = torch.tensor([half, 0.0, 0.0, half, 5.0], dtype=F64)
+    moved = product.act(g, torch.tensor([1.0, 0.0, 0.0, 2.0], dtype=F64))
+    np.testing.assert_allclose(moved.numpy(), [0.0, 1.0, 0.0, 7.0], atol=1e-15)
+    assert product.controller_dim == 4 + 1 and product.algebra_dim == 3 + 1 and product.element_shape == (5,)
+
+
+@pytest.mark.parametrize("factors", ["so3", [], [{"n": 2}], [{"name": "nosuch"}]])
+def test_product_refuses_bad_factors_by_name(factors):
+    with pytest.raises(ValueError, match=r"product|unknown group"):
+        groups.get("product", factors=factors)
