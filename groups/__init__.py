@@ -5,6 +5,7 @@ add one: `class MyGroup(LieGroup, name="mine")`.
 """
 
 from .base import LieGroup
+from .mobius import Mobius
 from .product import ProductGroup
 from .registry import get, names
 from .se2 import SE2
@@ -13,4 +14,4 @@ from .so3 import SO3
 from .torus import TorusTranslation
 from .translation import Translation
 
-__all__ = ["SE2", "SE3", "SO3", "LieGroup", "ProductGroup", "TorusTranslation", "Translation", "get", "names"]
+__all__ = ["SE2", "SE3", "SO3", "LieGroup", "Mobius", "ProductGroup", "TorusTranslation", "Translation", "get", "names"]

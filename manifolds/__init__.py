@@ -2,8 +2,9 @@
 
 from .base import ChordalKeySpace, KeySpace
 from .euclidean import Euclidean
+from .poincare import PoincareBall
 from .product import ProductSpace
 from .sphere import Sphere
 from .torus import Torus
 
-__all__ = ["ChordalKeySpace", "Euclidean", "KeySpace", "ProductSpace", "Sphere", "Torus"]
+__all__ = ["ChordalKeySpace", "Euclidean", "KeySpace", "PoincareBall", "ProductSpace", "Sphere", "Torus"]

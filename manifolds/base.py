@@ -34,7 +34,9 @@ class KeySpace(torch.nn.Module, abc.ABC):
     def __init__(self, manifold: geoopt.Manifold, dim: int):
         super().__init__()
         _require_int(type(self).__name__, "key dimension", dim, minimum=1)
-        self.manifold = manifold
+        # Kept outside the module tree: geoopt's manifolds are modules, and the Poincaré ball's curvature is a
+        # parameter, which would otherwise join the model's parameters and its checkpoints.
+        object.__setattr__(self, "manifold", manifold)
         self.dim = dim
 
     @abc.abstractmethod
@@ -49,6 +51,11 @@ class KeySpace(torch.nn.Module, abc.ABC):
     def chordal(self) -> bool:
         """Whether `dist2` is the squared chordal distance |x - y|^2, so that a reader may use a fused kernel."""
         return False
+
+    def kernel_distance(self) -> str | None:
+        """The name of the squared distance the engine's fast readers compute exactly as `dist2` does
+        (`liemem.engine.cells.DISTANCES`: "chordal" or "poincare"), or None where `dist2` itself must run."""
+        return "chordal" if self.chordal else None
 
     @abc.abstractmethod
     def project(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,10 +104,19 @@ class KeySpace(torch.nn.Module, abc.ABC):
             return
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{self!r}: keys contain NaN or infinite values")
-        tol = check_tolerance(x.dtype)
-        ok, reason = self.manifold.check_point_on_manifold(x.detach(), explain=True, atol=tol, rtol=tol)
-        if not ok:
+        reason = self.off_space_reason(x.detach())
+        if reason is not None:
             raise ValueError(f"{self!r}: point is not on the key space ({reason})")
+
+    def off_space_reason(self, x: torch.Tensor) -> str | None:
+        """Why finite keys `x` of the right shape are not on the space, or None where they are.
+
+        By default the wrapped geoopt manifold's membership test, within the dtype's tolerance. A space whose
+        geoopt test is unfit (too strict a margin, say) overrides it.
+        """
+        tol = check_tolerance(x.dtype)
+        ok, reason = self.manifold.check_point_on_manifold(x, explain=True, atol=tol, rtol=tol)
+        return None if ok else reason
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"

@@ -29,6 +29,14 @@ class ProductSpace(KeySpace):
         self._check_shape(x)
         return x.split(self.sizes, dim=-1)
 
+    def off_space_reason(self, x: torch.Tensor) -> str | None:
+        """The first factor's reason, named by its place, where a factor's keys are off that factor."""
+        for index, (factor, part) in enumerate(zip(self.factors, self.split(x), strict=True)):
+            reason = factor.off_space_reason(part)
+            if reason is not None:
+                return f"factor {index + 1}, {factor!r}: {reason}"
+        return None
+
     def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """sqrt(sum_i d_i(x_i, y_i)^2), through the square root's safe form at x == y (a zero gradient there)."""
         squared = self.dist2(x, y)

@@ -36,6 +36,8 @@ GROUP_VARIANTS = {
     "so3-bounded": lambda: groups.get("so3", angle_bound=True),
     "so3-geodesic": lambda: groups.get("so3", distance="geodesic"),
     "se2-bounded": lambda: groups.get("se2", angle_bound=True),
+    "mobius-bounded": lambda: groups.get("mobius", angle_bound=True),
+    "product-mobius-translation": lambda: groups.get("product", factors=["mobius", {"name": "translation", "n": 1}]),
     "product-torus-translation": lambda: groups.get("product", factors=["torus", {"name": "translation", "n": 1}]),
     "product-se3-so3": lambda: groups.get("product", factors=["se3", {"name": "so3", "angle_bound": True}]),
 }

@@ -62,7 +62,11 @@ FLOAT32_MODELS = ["lantm", "lantm-s", "slantm", "slantm-s", *groups.names()]
 @pytest.mark.parametrize("name", FLOAT32_MODELS)
 def test_float32_compiled_loop_matches_the_plain_loop(name):
     """At training precision the compiled kernels and the tensor-operation loop agree with the autograd loop to
-    float32 rounding."""
+    float32 rounding: within 1e-4 of each gradient's scale, or, where the autograd loop's own float32 gradient is
+    further than half that from the float64 one, within twice its distance, which is how far apart two paths as
+    accurate as it may be. The second bound matters where rounding carries far: the Möbius group's reads divide by
+    1 - |x|^2, which is 2e-3 at the Poincaré ball's margin, and its gradients part from float64 by up to 3e-4 of
+    their scale on every path."""
     require_compiled_kernels()
     model = perturbed(name)
     inputs, targets = batch(size=8, length=12)
@@ -70,12 +74,15 @@ def test_float32_compiled_loop_matches_the_plain_loop(name):
     for path, switch in PATHS.items():
         with engine.forced(switch):
             results[path] = loss_and_grads(model, inputs, targets)
+    with engine.forced("autograd"):
+        _, exact_grads = loss_and_grads(copy.deepcopy(model).double(), inputs, targets)
     plain_loss, plain_grads = results.pop("autograd")
     for path, (fast_loss, fast_grads) in results.items():
         torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-5, atol=1e-6, msg=path)
         for key, grad in plain_grads.items():
             scale = grad.abs().max().item()
-            tolerance = {"rtol": 1e-3, "atol": 1e-4 * max(scale, 1e-3)}
+            own_error = (grad.double() - exact_grads[key]).abs().max().item()
+            tolerance = {"rtol": 1e-3, "atol": max(1e-4 * max(scale, 1e-3), 2 * own_error)}
             torch.testing.assert_close(fast_grads[key], grad, **tolerance, msg=f"{path}: {key}")
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from manifolds import Euclidean, KeySpace, Sphere, Torus
+import groups
+from manifolds import Euclidean, KeySpace, PoincareBall, Sphere, Torus
 
 F64 = torch.float64
 SPACES = {
@@ -16,6 +17,8 @@ SPACES = {
     "sphere": lambda: Sphere(3),
     "sphere-geodesic": lambda: Sphere(4, distance="geodesic"),
     "torus": lambda: Torus(2),
+    "poincare": lambda: PoincareBall(2),
+    "poincare-3": lambda: PoincareBall(3),
 }
 
 
@@ -87,7 +90,7 @@ def test_projection_lands_on_the_space(space):
     torch.testing.assert_close(space.project(on_space), on_space)
 
 
-@pytest.mark.parametrize("space_cls", [Sphere, Torus])
+@pytest.mark.parametrize("space_cls", [Sphere, Torus, PoincareBall])
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_projection_of_zero_tiny_and_huge_vectors_is_finite(space_cls, dtype):
     space = space_cls()
@@ -145,6 +148,7 @@ def test_check_rejects_points_off_the_space():
         (lambda: Euclidean(0), "key dimension"),
         (lambda: Sphere(1), "ambient dimension"),
         (lambda: Torus(0), "number of circles"),
+        (lambda: PoincareBall(0), "dimension n"),
         (lambda: Sphere(3, distance="manhattan"), "unknown distance"),
     ],
 )
@@ -164,6 +168,7 @@ def test_keys_follow_requested_device(space):
 def test_chordal_flag_says_when_dist2_is_the_squared_chord(space):
     """Readers use a fused kernel for |x - y|^2 when `chordal` is set, so the flag must never lie."""
     expected = {"euclidean": True, "sphere": True, "sphere-geodesic": False, "torus": True}
+    expected |= {"poincare": False, "poincare-3": False}
     name = next(key for key, make in SPACES.items() if repr(make()) == repr(space))
     assert space.chordal is expected[name]
     x, y = space.random(6, dtype=F64), space.random(6, dtype=F64)
@@ -182,3 +187,9 @@ def test_a_subclass_with_its_own_distance_is_not_chordal():
 
     assert Euclidean(2).chordal and not Warped(2).chordal
     assert Sphere(3).chordal and not Geodesic(3).chordal
+
+
+def test_a_key_space_adds_no_parameters_or_state(space):
+    """geoopt's Poincaré ball holds its curvature as a parameter; a key space must not pass it on to the model."""
+    assert list(space.parameters()) == [] and space.state_dict() == {}
+    assert list(groups.get("product", factors=["mobius", "se2"]).parameters()) == []

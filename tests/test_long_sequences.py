@@ -53,7 +53,10 @@ def assert_same(first, second, rtol=1e-9):
     torch.testing.assert_close(other_logits, logits, rtol=1e-12, atol=1e-12)
     assert grads.keys() == other_grads.keys() and grads
     for name in grads:
-        torch.testing.assert_close(other_grads[name], grads[name], rtol=rtol, atol=1e-12, msg=name)
+        # The absolute floor follows the gradient's scale: softmax reads on the Poincaré ball give gradients of
+        # scale 20, whose float64 rounding differs between formulas by more than 1e-12.
+        atol = 1e-12 * max(1.0, grads[name].abs().max().item())
+        torch.testing.assert_close(other_grads[name], grads[name], rtol=rtol, atol=atol, msg=name)
 
 
 def _count_tensor_op_reads(monkeypatch, content_read: bool) -> list:
@@ -61,7 +64,7 @@ def _count_tensor_op_reads(monkeypatch, content_read: bool) -> list:
     from liemem.engine import cells, content
 
     calls = []
-    module, name = (content, "read_weights") if content_read else (cells, "chordal_read_forward")
+    module, name = (content, "read_weights") if content_read else (cells, "distance_read_forward")
     original = getattr(module, name)
 
     def counted(*args, **kwargs):

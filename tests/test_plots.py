@@ -34,7 +34,7 @@ from liemem.plots import (
     principal_components,
     record,
 )
-from liemem.plots.trail import READ_COLOR, WRITE_COLOR, _broken_at_seam
+from liemem.plots.trail import DISK_GUIDE_RADII, READ_COLOR, WRITE_COLOR, _broken_at_seam
 from liemem.training import CheckpointError, TrainConfig, train
 from liemem.training.metrics import read_metrics
 
@@ -397,6 +397,23 @@ def test_the_sphere_is_drawn_under_a_trail_on_it():
     assert ax.name == "3d" and type(ax.collections[0]).__name__ == "Line3DCollection"  # the wireframe
     segments = np.concatenate(ax.collections[0]._segments3d)
     np.testing.assert_allclose(np.linalg.norm(segments, axis=-1), 1.0, atol=1e-12)
+
+
+def test_the_poincare_disk_is_drawn_as_a_disk():
+    task, inputs, targets = copy_example()
+    recording = record(build_model("mobius", task.vocab_size), task, inputs, targets)
+    view = chart(recording.key_space, recording.keys)
+    assert view.disk and not view.three_d and view.labels == ("Re z", "Im z")
+    ax = draw("trail", recording, []).axes[0]
+    assert ax.name != "3d" and ax.get_xlim() == ax.get_ylim() == (-1.05, 1.05) and ax.get_aspect() == 1.0
+    boundary, *guides = ax.lines[: 1 + len(DISK_GUIDE_RADII)]
+    np.testing.assert_allclose(np.linalg.norm(np.column_stack(boundary.get_data()), axis=-1), 1.0, atol=1e-12)
+    radii = [np.linalg.norm(np.column_stack(guide.get_data()), axis=-1).mean() for guide in guides]
+    np.testing.assert_allclose(radii, np.tanh(np.array(DISK_GUIDE_RADII) / 2), rtol=1e-12)  # hyperbolic radius d
+    written = np.column_stack(ax.lines[len(DISK_GUIDE_RADII) + 1].get_data())
+    np.testing.assert_allclose(written, recording.keys[1:])
+    assert (np.linalg.norm(recording.keys, axis=-1) < 1).all()
+    assert chart(manifolds.PoincareBall(3), np.zeros((2, 3))).sphere  # the 3-ball inside its sphere
 
 
 def test_a_trail_refuses_axes_of_the_wrong_kind_before_drawing():

@@ -16,7 +16,7 @@ import pytest
 from liemem import cli
 from liemem.config import ConfigError
 from liemem.suite import Cell, four_times_lengths, plan, run_suite
-from liemem.suite.report import below_paper, furthest_below, score_text, table, write_report
+from liemem.suite.report import below_paper, furthest_below, geometry_models, score_text, table, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 # Runs small enough for a test: sizes 2-4 (4x: 9-16), a few steps, small evaluations.
@@ -238,6 +238,30 @@ def test_the_report_sets_the_best_seed_beside_the_papers_cell(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     write_report(tmp_path)
     assert (tmp_path / "table.md").read_text() == written  # regenerated from the records alone: identical
+
+
+def test_a_folder_of_geometries_is_reported_by_task_and_geometry(tmp_path):
+    records = [
+        _record("copy", "mobius", "small", 1, (0.95, 0.5), x4=(0.6, 0.1), preset="defaults"),
+        _record("copy", "mobius", "small", 2, (1.0, 0.97), x4=(0.9, 0.42), preset="defaults"),  # the best seed
+        _record("reverse", "mobius", "small", 1, None, preset="defaults", diverged=True),
+        _record("copy", "lantm", "small", 1, (1.0, 1.0), x4=(1.0, 1.0), preset="defaults"),
+        _record("copy", "se3", "small", 1, (0.5, 0.899), preset="defaults"),  # just short of solved
+    ]
+    for index, record in enumerate(records):
+        (tmp_path / f"run{index}.json").write_text(json.dumps(record))
+    text = table(records)
+    assert "# Geometries" in text and "Table 1b" not in text
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    assert rows["| task"][1:] == ["LANTM S", "mobius S", "se3 S |"]  # the paper's models first, then by name
+    assert rows["| 1 copy"][1:] == ["**100 / 100**", "**97 / 42** (2)", "90 / 0 |"]
+    assert rows["| 2 reverse"][2] == "diverged" and rows["| 3 bigram_flip"][1] == "·"
+    assert rows["| solved"][1:] == ["1 of 8", "1 of 8", "0 of 8 |"]
+    assert "Cells run: 4 of 24 (5 runs)." in text
+    assert geometry_models(records[3:4]) == []  # the paper's models alone are not a folder of geometries
+    assert cli.main(["suite", "--report", str(tmp_path)]) == 0
+    assert (tmp_path / "table.md").read_text() == text and (tmp_path / "table.png").stat().st_size > 10_000
+    assert not (tmp_path / "curves.png").exists()
 
 
 def test_scores_round_as_the_paper_prints_them():

@@ -1,4 +1,4 @@
-"""Hand-differentiated kernels for what every time step repeats: the LSTM cell and the chordal-distance read.
+"""Hand-differentiated kernels for what every time step repeats: the LSTM cell and the distance read.
 
 Written as ordinary autograd ops they cost a dozen graph nodes each per step, and at the paper's sizes
 (batch 32, 50 cells, 20-wide memory) per-op overhead, not arithmetic, is the time. The forward and backward
@@ -12,6 +12,9 @@ from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from groups.numerics import series
+from manifolds import poincare
 
 from .. import weighting
 
@@ -77,11 +80,24 @@ def lstm_cell(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, to
     return LSTMCell.apply(gates, cell)
 
 
-# --- chordal read -----------------------------------------------------------------------------------------
+# --- distance read ----------------------------------------------------------------------------------------
 
 
-# The weightings `chordal_read_forward` and `chordal_read_backward` have formulas for.
+# The weightings `distance_read_forward` and `distance_read_backward` have formulas for.
 CHORDAL_READ_WEIGHTINGS = ("inverse_square", "softmax")
+# The distances they read by, as a key space declares them (`KeySpace.kernel_distance`).
+DISTANCES = ("chordal", "poincare")
+
+
+class PoincareSaved(NamedTuple):
+    """What the backward pass of a read by the Poincaré ball's distance needs besides the chordal part's."""
+
+    slope: torch.Tensor  # F'(s_i) of d_i^2 = F(s_i), [B, H, N]
+    s: torch.Tensor  # s_i = |q - k_i|^2 / (gap_q gap_i), [B, H, N]
+    gap_query: torch.Tensor  # 1 - |q|^2, [B, H, 1]
+    gap_keys: torch.Tensor  # 1 - |k_i|^2, [B, 1, N]
+    query: torch.Tensor  # [B, H, d]
+    keys: torch.Tensor  # [B, d, N]
 
 
 class ReadSaved(NamedTuple):
@@ -94,18 +110,41 @@ class ReadSaved(NamedTuple):
     total: torch.Tensor  # the normaliser, [B, H, 1]
     weights: torch.Tensor  # [B, H, N]
     nearest_index: torch.Tensor  # the (first) nearest slot, [B, H, 1]
+    poincare: PoincareSaved | None = None  # the Poincaré ball's terms; None for the chordal distance
 
 
-def chordal_read_forward(keys, values, strengths, query, temperature, out=None):
+def poincare_dist2(chord2, gap_query, gap_keys):
+    """The Poincaré ball's squared distance F(s) = 4 asinh(sqrt(s))^2 from the squared chord, as
+    `manifolds.PoincareBall.dist2` computes it, and its slope F'(s) = 4 asinh(sqrt(s)) / sqrt(s (1 + s)); both
+    summed as series below the switch. Returns (F(s), F'(s), s)."""
+    s = chord2 / (gap_query * gap_keys)
+    small = s < poincare.SMALL_S.get(s.dtype, 1e-3)
+    safe = torch.where(small, torch.ones_like(s), s)
+    root = torch.sqrt(safe)
+    angle = torch.asinh(root)
+    value = torch.where(small, s * series(poincare.ASINH_SQ_SERIES, s), angle.square())
+    slope = torch.where(small, series(poincare.ASINH_SQ_SLOPE_SERIES, s), angle / (root * torch.sqrt(1 + safe)))
+    return 4 * value, 4 * slope, s
+
+
+def distance_read_forward(keys, values, strengths, query, temperature, out=None, distance="chordal"):
     """The read value `[B, H, m]` (written into `out` when given) and what its backward needs.
 
     Keys come coordinate-major, `[B, d, N]`, so that sums over coordinates run along a middle axis (a
     reduction over a last axis of size 2 or 3 is slow); values are `[B, N, m]`, strengths `[B, 1, N]`,
     queries `[B, H, d]`. Weights are inverse-square if `temperature` is None, else softmax at `temperature`
-    `[B, H, 1]` (see `weighting`).
+    `[B, H, 1]` (see `weighting`), of the squared `distance`: "chordal", |q - k|^2, or "poincare", the
+    Poincaré ball's, a function of the chord and the two points' norms.
     """
     diff = query.unsqueeze(-1) - keys.unsqueeze(1)
     dist2 = (diff * diff).sum(dim=2)
+    terms = None
+    if distance == "poincare":
+        eps = torch.finfo(dist2.dtype).eps
+        gap_query = (1 - query.square().sum(dim=-1, keepdim=True)).clamp_min(eps)
+        gap_keys = (1 - keys.square().sum(dim=1, keepdim=True)).clamp_min(eps)
+        dist2, slope, s = poincare_dist2(dist2, gap_query, gap_keys)
+        terms = PoincareSaved(slope, s, gap_query, gap_keys, query, keys)
     nearest, nearest_index = dist2.min(dim=-1, keepdim=True)
     excess = None
     if temperature is None:
@@ -119,22 +158,22 @@ def chordal_read_forward(keys, values, strengths, query, temperature, out=None):
     unnormalised = torch.mul(factor, strengths).add_(weighting.WEIGHT_FLOOR)
     total = unnormalised.sum(dim=-1, keepdim=True)
     weights = unnormalised / total
-    saved = ReadSaved(diff, excess, factor, scale, total, weights, nearest_index)
+    saved = ReadSaved(diff, excess, factor, scale, total, weights, nearest_index, terms)
     if out is not None:
         torch.bmm(weights, values, out=out)
         return saved
     return torch.bmm(weights, values), saved
 
 
-def chordal_read_backward(saved: ReadSaved, values, strengths, grad_value, slot_grads=True):
+def distance_read_backward(saved: ReadSaved, values, strengths, grad_value, slot_grads=True):
     """Gradients (query, temperature, keys `[B, d, N]`, values, strengths `[B, 1, N]`) of a read, given that
     of its value, `grad_value` `[B, H, m]`.
 
-    With `slot_grads=False` the last three are returned unreduced over heads, as (-d rho / d diff / 2
+    With `slot_grads=False` the last three are returned unreduced over heads, as (the keys' gradient / 2
     `[B, H, d, N]`, d rho / d s `[B, H, N]`, None), for a caller that sums them over many reads at once; the
     values' gradient is then the caller's weights^T @ grad_value.
     """
-    diff, excess, factor, scale, total, weights, nearest_index = saved
+    diff, excess, factor, scale, total, weights, nearest_index, terms = saved
     grad_value = grad_value.contiguous()  # an expanded gradient sends bmm down a per-sample loop
     grad_weights = torch.bmm(grad_value, values.transpose(1, 2))
     grad_unnormalised = (grad_weights - (grad_weights * weights).sum(dim=-1, keepdim=True)) / total
@@ -150,8 +189,18 @@ def chordal_read_backward(saved: ReadSaved, values, strengths, grad_value, slot_
         grad_temperature = grad_temperature * (scale < 1 / weighting.TEMPERATURE_FLOOR)  # the floor's clamp
     # The nearest distance m = min_j d_j passes its gradient to its slot, as `min(dim)` does.
     minus_grad_dist2.scatter_add_(-1, nearest_index, grad_nearest.neg_())
-    minus_grad_diff = minus_grad_dist2.unsqueeze(2) * diff
-    grad_query = minus_grad_diff.sum(dim=-1).mul_(-2.0)
+    if terms is None:
+        minus_grad_diff = minus_grad_dist2.unsqueeze(2) * diff
+        grad_query = minus_grad_diff.sum(dim=-1).mul_(-2.0)
+    else:
+        # d_i^2 = F(s_i), s_i = |q - k_i|^2 / (gap_q gap_i), gap = 1 - |.|^2: the chord's part, scaled by
+        # F'(s_i) / (gap_q gap_i), and a radial part for each point, -2 x F'(s_i) s_i / gap_x.
+        minus_grad_s = minus_grad_dist2 * terms.slope
+        radial = minus_grad_s * terms.s
+        minus_grad_diff = (minus_grad_s / (terms.gap_query * terms.gap_keys)).unsqueeze(2) * diff
+        grad_query = minus_grad_diff.sum(dim=-1).mul_(-2.0)
+        grad_query -= 2 * terms.query * radial.sum(dim=-1, keepdim=True) / terms.gap_query
+        minus_grad_diff = minus_grad_diff - (terms.keys / terms.gap_keys).unsqueeze(1) * radial.unsqueeze(2)
     grad_strengths = grad_unnormalised * factor
     if not slot_grads:
         return grad_query, grad_temperature, minus_grad_diff, grad_strengths, None
@@ -182,7 +231,7 @@ class ChordalRead(torch.autograd.Function):
     def forward(ctx, tape, size, token, query, temperature):
         ctx.set_materialize_grads(False)
         keys, values, strengths = tape.contents(size)
-        value, saved = chordal_read_forward(keys.transpose(1, 2), values, strengths.unsqueeze(1), query, temperature)
+        value, saved = distance_read_forward(keys.transpose(1, 2), values, strengths.unsqueeze(1), query, temperature)
         ctx.tape, ctx.size = tape, size
         ctx.save_for_backward(query, temperature)
         ctx.mark_non_differentiable(saved.weights)
@@ -196,8 +245,8 @@ class ChordalRead(torch.autograd.Function):
         query, temperature = ctx.saved_tensors
         keys, values, strengths = ctx.tape.contents(ctx.size)
         strengths = strengths.unsqueeze(1)
-        _, saved = chordal_read_forward(keys.transpose(1, 2), values, strengths, query, temperature)
-        grads = chordal_read_backward(saved, values, strengths, grad_value)
+        _, saved = distance_read_forward(keys.transpose(1, 2), values, strengths, query, temperature)
+        grads = distance_read_backward(saved, values, strengths, grad_value)
         grad_query, grad_temperature, grad_keys, grad_values, grad_strengths = grads
         grad_token = ctx.tape.token_grad(ctx.size, grad_keys.transpose(1, 2), grad_values, grad_strengths.squeeze(1))
         return None, None, grad_token, grad_query, grad_temperature

@@ -14,11 +14,12 @@ import math
 import torch
 
 from groups import numerics
+from manifolds import poincare
 from manifolds.sphere import KEY_SOFTENING
 
 from .. import weighting
 from ..heads import HeadState
-from . import native, replay
+from . import cells, native, replay
 from .buffers import ForwardRun, LoopGrads, LoopInputs
 from .tensor_ops import move_function
 
@@ -51,6 +52,10 @@ def layout(kernels, model, input_length: int, dtype: torch.dtype):
     result.strength_column = result.value_column + width
     result.eps = weighting.inverse_square_eps(dtype)
     result.weight_floor, result.temperature_floor = weighting.WEIGHT_FLOOR, weighting.TEMPERATURE_FLOOR
+    result.distance = cells.DISTANCES.index(model.key_space.kernel_distance())
+    result.small_s, result.gap_floor = poincare.SMALL_S.get(dtype, 1e-3), torch.finfo(dtype).eps
+    result.asinh_sq_series = list(poincare.ASINH_SQ_SERIES)
+    result.asinh_sq_slope_series = list(poincare.ASINH_SQ_SLOPE_SERIES)
     return result
 
 

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import torch
 
 from ..heads import LieHeads
-from . import compiling, kernels, native, replay, tensor_ops
+from . import cells, compiling, kernels, native, replay, tensor_ops
 
 SWITCH = "LIEMEM_ENGINE"
 LEGACY_SWITCH = "LIEMEM_COMPILE"
@@ -226,8 +226,9 @@ def _why_not_loop(model) -> str:
     controller = model.controller
     if controller.kind != "lstm" or controller.layers != 1:
         return f"its controller is a {controller.layers}-layer {controller.kind}; the fast backends know a 1-layer LSTM"
-    if not model.key_space.chordal:
-        return f"the distance of its key space ({type(model.key_space).__name__}) is not chordal"
+    if model.key_space.kernel_distance() not in cells.DISTANCES:
+        known = " or ".join(cells.DISTANCES)
+        return f"the distance of its key space ({type(model.key_space).__name__}) is not one they know ({known})"
     name = model.weighting.name
     if name not in BACKEND_WEIGHTINGS["loop"]:
         known = ", ".join(BACKEND_WEIGHTINGS["loop"])

@@ -9,6 +9,8 @@ cannot build.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..heads import HeadState
@@ -44,7 +46,7 @@ def forward(ctx, model, plan, input_length: int, differentiable: bool, inputs: L
     raw_size, group = heads_module.raw_size, heads_module.group
     # Buffers for what the backward pass reads: row t of `recurrent` is [r_{t-1}; h_{t-1}], step t's
     # recurrent input; row t of `outputs` is step t's projection of h_t. Keys are stored coordinate-major
-    # and strengths with a heads axis, as `cells.chordal_read_forward` takes them; the memory is written
+    # and strengths with a heads axis, as `cells.distance_read_forward` takes them; the memory is written
     # in place.
     recurrent = projected.new_empty(steps + 1, batch, width + hidden.shape[-1])
     recurrent[0, :, :width], recurrent[0, :, width:] = read, hidden
@@ -58,7 +60,9 @@ def forward(ctx, model, plan, input_length: int, differentiable: bool, inputs: L
     read_rows, hidden_rows = recurrent[..., :width].unbind(0), recurrent[..., width:].unbind(0)
     key_slots, value_slots, strength_slots = keys.unbind(-1), values.unbind(1), strengths.unbind(-1)
     recurrent_weight_t, step_weight_t = recurrent_weight.t(), step_weight.t()
-    lstm_forward, read_forward, move = cells.lstm_forward, cells.chordal_read_forward, move_function(model, plan)
+    distance = model.key_space.kernel_distance()
+    lstm_forward, move = cells.lstm_forward, move_function(model, plan)
+    read_forward = functools.partial(cells.distance_read_forward, distance=distance)
     per_step, states_before = [], []
     contents = None
     keep = keeps_reads(steps, batch, input_length + 1, key.shape[-1], projected.dtype, differentiable)
@@ -145,9 +149,16 @@ def backward(ctx, saved, grad_answer_hidden, grad_answer_reads) -> LoopGrads:
             if not isinstance(read_saved, cells.ReadSaved):  # recomputed, as the forward pass computed it
                 query, temperature = read_saved
                 slot_keys = keys[..., : slot_values.shape[1]]
-                read_saved = cells.chordal_read_forward(slot_keys, slot_values, slot_strengths, query, temperature)[1]
+                read_saved = cells.distance_read_forward(
+                    slot_keys,
+                    slot_values,
+                    slot_strengths,
+                    query,
+                    temperature,
+                    distance=model.key_space.kernel_distance(),
+                )[1]
             # The read at step t, then the write after it.
-            grad_query, grad_temperature, *grad_slots = cells.chordal_read_backward(
+            grad_query, grad_temperature, *grad_slots = cells.distance_read_backward(
                 read_saved, slot_values, slot_strengths, grad_read, slot_grads=writing
             )
             grad_heads[:, :1, :key_dim].add_(grad_query)
@@ -187,7 +198,7 @@ def backward(ctx, saved, grad_answer_hidden, grad_answer_reads) -> LoopGrads:
 
 def _add_answer_reads(grad_memory, answer_reads: list) -> None:
     """Add the memory gradients of a batch of answer-phase reads, each given unreduced by
-    `chordal_read_backward`, and empty the list."""
+    `distance_read_backward`, and empty the list."""
     parts = (torch.cat(part, dim=1) for part in zip(*answer_reads, strict=True))
     minus_diffs, grad_strengths, weights, grad_reads = parts
     grad_keys, grad_values, grad_strengths_total = grad_memory

@@ -1,7 +1,8 @@
 """Plane and sphere coordinates for drawing points of any key space.
 
 `chart(key_space, points)` picks a view by the key space's type: keys of one or two coordinates (R, R^2, a
-circle S^1 or T^1) as they are, S^2 as a sphere in 3-D, the 2- and 3-torus by their angles, and anything else by
+circle S^1 or T^1) as they are, S^2 as a sphere in 3-D, the Poincaré disk as a disk and the 3-ball inside its
+sphere, the 2- and 3-torus by their angles, and anything else by
 its first two principal components; a key space of a user's own gets the same rules by its number of coordinates.
 A key space that wants another view registers one: `@chart.register(MyKeySpace)`. Coordinates are NumPy float64.
 """
@@ -23,6 +24,7 @@ class Chart(NamedTuple):
     coords: np.ndarray
     labels: tuple[str, ...]  # axis labels, one per coordinate
     sphere: bool = False  # draw the unit sphere under the points
+    disk: bool = False  # draw the unit circle, the Poincaré disk's boundary, and circles of hyperbolic radius
     period: float | None = None  # every axis is an angle: a line crossing the seam is broken there
 
     @property
@@ -82,4 +84,14 @@ def _(key_space: manifolds.Torus, points: np.ndarray) -> Chart:
         pairs = points.reshape(len(points), key_space.n, 2)
         angles = np.arctan2(pairs[..., 1], pairs[..., 0])
         return Chart(angles, tuple(f"θ{i + 1}" for i in range(key_space.n)), period=2 * math.pi)
+    return chart.dispatch(manifolds.KeySpace)(key_space, points)
+
+
+@chart.register
+def _(key_space: manifolds.PoincareBall, points: np.ndarray) -> Chart:
+    points = np.asarray(points, dtype=np.float64)
+    if points.shape[1] == 2:
+        return Chart(points, ("Re z", "Im z"), disk=True)
+    if points.shape[1] == 3:
+        return Chart(points, ("x", "y", "z"), sphere=True)
     return chart.dispatch(manifolds.KeySpace)(key_space, points)

@@ -75,6 +75,8 @@ def plot_trail(ax, recording: MemoryRecording, view: Chart | None = None):
         ax.invert_yaxis()
     if view.sphere:
         _draw_sphere(ax)
+    if view.disk:
+        _draw_disk(ax)
     _line(ax, keys[1:], view, color=WRITE_COLOR, linewidth=1.2, label="write head")
     # Markers too: where the seam breaks the line into single points, a line alone would draw nothing.
     _line(
@@ -110,6 +112,10 @@ def plot_trail(ax, recording: MemoryRecording, view: Chart | None = None):
             setter(-1.05, 1.05)
     elif view.three_d:
         ax.set_box_aspect((1, 1, 1))
+    elif view.disk:
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_ylim(-1.05, 1.05)
     elif view.coords.shape[1] == 2:  # angles keep their fixed range; planes grow their limits to keep the aspect
         ax.set_aspect("equal", adjustable="box" if view.period is not None else "datalim")
     for axis, label in zip("xyz", labels, strict=False):
@@ -122,3 +128,19 @@ def plot_trail(ax, recording: MemoryRecording, view: Chart | None = None):
 def _draw_sphere(ax) -> None:
     u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 25), np.linspace(0, np.pi, 13))
     ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="#dddddd", linewidth=0.4)
+
+
+# Hyperbolic radii of the guide circles drawn in the Poincaré disk: equal steps in distance crowd towards the edge.
+DISK_GUIDE_RADII = (1.0, 2.0, 3.0, 4.0, 6.0)
+
+
+def _draw_disk(ax) -> None:
+    """The unit circle, and circles about the centre at the hyperbolic radii of `DISK_GUIDE_RADII`, labelled."""
+    angle = np.linspace(0, 2 * np.pi, 200)
+    ax.plot(np.cos(angle), np.sin(angle), color="#888888", linewidth=1.0)
+    for index, radius in enumerate(DISK_GUIDE_RADII):
+        euclidean = math.tanh(radius / 2)  # a point at Euclidean norm tanh(d / 2) lies at distance d
+        ax.plot(euclidean * np.cos(angle), euclidean * np.sin(angle), color="#dddddd", linewidth=0.5, zorder=0)
+        at = 1.0 + 0.15 * index  # labels step round the circle: the outer circles crowd together
+        ax.annotate(f"d={radius:g}", (euclidean * math.cos(at), euclidean * math.sin(at)), fontsize=6,
+                    color="#aaaaaa")  # fmt: skip

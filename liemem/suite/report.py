@@ -97,7 +97,10 @@ def _grid(title: str, rows: list[str], columns: list[tuple[str, str]], text) -> 
 
 def table(records: list[dict]) -> str:
     """The Markdown report: ours beside the paper's table 1b, ours at 4x, every seed of the cells run with more
-    than one, and liemem's defaults in one run."""
+    than one, and liemem's defaults in one run; for a folder of geometries (runs with liemem's defaults of models
+    outside the paper's table), only the table by geometry."""
+    if not any(record["preset"] == "paper" for record in records) and geometry_models(records):
+        return "\n".join(geometry_table(records)) + "\n"
     paper_runs = best_runs(records, "paper")
     columns = [(model, regime) for model in COLUMNS for regime in REGIMES]
     misses = 0
@@ -157,6 +160,61 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SOLVED = 0.9  # a task counts as solved at this coarse score at 2x, the bar a geometry must clear on all eight
+
+
+def geometry_models(records: list[dict]) -> list[str]:
+    """The models of the runs with liemem's defaults in the small regime, when one of them is outside the paper's
+    table (a geometry of liemem's own): the paper's first, in its order, then the others by name."""
+    names = {r["model"] for r in records if r["preset"] == "defaults" and r["regime"] == "small"}
+    if not names - set(COLUMNS):
+        return []
+    return [m for m in COLUMNS if m in names] + sorted(names - set(COLUMNS))
+
+
+def _best_coarse(record: dict | None, key: str) -> float | None:
+    return None if record is None or record.get(key) is None else record[key]["coarse"]
+
+
+def geometry_table(records: list[dict]) -> list[str]:
+    """Tasks by geometry: each cell the best of its seeds (the one the 2x test ranks first), its coarse % at 2x,
+    then at 4x, and how many seeds; then, per geometry, the tasks it solves."""
+    models = geometry_models(records)
+    runs = {(task, model): found for (task, model, regime), found in best_runs(records, "defaults").items()}
+    solved = dict.fromkeys(models, 0)
+
+    def cell(task, model, _regime):
+        found = runs.get((task, model))
+        if found is None:
+            return "·"
+        record, seeds = found
+        at_2x, at_4x = _best_coarse(record, "best"), _best_coarse(record, "x4")
+        if at_2x is None:
+            return _ours(record)
+        solved[model] += at_2x >= SOLVED
+        text = f"{percent(at_2x)} / {'·' if at_4x is None else percent(at_4x)}"
+        text = f"**{text}**" if at_2x >= SOLVED else text
+        return text if seeds == 1 else f"{text} ({seeds})"
+
+    lines = [
+        "# Geometries on the paper's eight tasks",
+        "",
+        "Written by `liemem suite --report` from the run records in this folder; do not edit by hand.",
+        "",
+        "Coarse accuracy (%) at 2x the training sizes (the paper's test), then at 4x (sizes 2u+1 to 4u), of the best",
+        "run over the seeds recorded (in brackets where more than one), each trained with liemem's defaults in the",
+        f"small regime (`liemem train --preset defaults --task T --model M`). **Bold**: solved, at least"
+        f" {percent(SOLVED)}% coarse at 2x. `·`: not run yet.",
+        "",
+    ]
+    lines += _grid("task", list(PAPER_TASKS), [(m, "small") for m in models], cell)
+    lines += ["| solved | " + " | ".join(f"{solved[m]} of {len(PAPER_TASKS)}" for m in models) + " |"]
+    done = sum(1 for key in runs if key[1] in models)
+    seeds = sum(count for key, (_, count) in runs.items() if key[1] in models)
+    lines += ["", f"Cells run: {done} of {len(PAPER_TASKS) * len(models)} ({seeds} runs).", ""]
+    return lines
+
+
 def _seed_table(records: list[dict]) -> list[str]:
     """Every run of the cells recorded with more than one seed (preset 'paper'), seed by seed."""
     cells: dict[tuple[str, str, str], dict[int, dict]] = {}
@@ -181,12 +239,16 @@ def _seed_table(records: list[dict]) -> list[str]:
 
 def write_report(folder: str | Path) -> tuple[Path, ...]:
     """Write `table.md`, `table.png` and `curves.png` (the learning curves of the cells furthest below the paper)
-    into `folder` from its records; their paths."""
+    into `folder` from its records; their paths. A folder of geometries gets `table.md` and `table.png`, its
+    scores by task and geometry."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
     records = load_records(folder)
     (folder / TABLE_FILE).write_text(table(records))
+    if not any(record["preset"] == "paper" for record in records) and geometry_models(records):
+        _geometry_figure(records, folder / FIGURE_FILE)
+        return folder / TABLE_FILE, folder / FIGURE_FILE
     _figure(records, folder / FIGURE_FILE)
     _curves(records, folder / CURVES_FILE)
     return folder / TABLE_FILE, folder / FIGURE_FILE, folder / CURVES_FILE
@@ -282,4 +344,31 @@ def _figure(records: list[dict], path: Path) -> None:
     grid.set_yticks(range(len(PAPER_TASKS)), PAPER_TASKS, fontsize=8)
     grid.set_title("coarse points, liemem minus the paper (blank: not run)", fontsize=10)
     figure.colorbar(image, ax=grid, shrink=0.8)
+    figure.savefig(path)
+
+
+def _geometry_figure(records: list[dict], path: Path) -> None:
+    """Best coarse % by task and geometry, at 2x (left) and 4x (right); blank where not run."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    models = geometry_models(records)
+    runs = {(task, model): record for (task, model, _), (record, _) in best_runs(records, "defaults").items()}
+    figure = Figure(figsize=(5 + 1.6 * len(models), 4.6), dpi=100, layout="constrained")
+    for ax, key, title in zip(figure.subplots(1, 2), ("best", "x4"), ("2x (the paper's test)", "4x"), strict=True):
+        scores = np.full((len(PAPER_TASKS), len(models)), np.nan)
+        for row, task in enumerate(PAPER_TASKS):
+            for column, model in enumerate(models):
+                coarse = _best_coarse(runs.get((task, model)), key)
+                if coarse is not None:
+                    scores[row, column] = 100 * coarse
+        image = ax.imshow(scores, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+        for (row, column), value in np.ndenumerate(scores):
+            if not np.isnan(value):
+                ax.text(column, row, f"{value:.0f}", ha="center", va="center", fontsize=8,
+                        color="black" if value > 60 else "white")  # fmt: skip
+        ax.set_xticks(range(len(models)), models, rotation=45, fontsize=8)
+        ax.set_yticks(range(len(PAPER_TASKS)), PAPER_TASKS, fontsize=8)
+        ax.set_title(f"best coarse % at {title}", fontsize=10)
+    figure.colorbar(image, ax=figure.axes, shrink=0.8)
     figure.savefig(path)

@@ -194,6 +194,72 @@ void native_move(int64_t move_kind, int64_t dim, const T* raw, T* position, T* a
   for (int64_t c = 0; c < 3; ++c) position[c] = mixed[c] + real * twice[c] + cross[c];
 }
 
+// Where the step projection's parts start, which weighting the read takes, and the read's constants
+// (liemem.weighting).
+struct LoopLayout {
+  int64_t input_length = 0;
+  int64_t raw_size = 0;           // one head's raw outputs; both heads' come first in the projection
+  int64_t weighting = 0;          // 0: inverse square, 1: softmax (liemem.engine.kernels.WEIGHTINGS)
+  int64_t weighting_column = -1;  // the softmax's temperature
+  int64_t value_column = 0;
+  int64_t strength_column = 0;
+  double eps = 0;
+  double weight_floor = 0;
+  double temperature_floor = 0;
+  int64_t initial_slots = 1;  // slots before the first write; input step t writes slot initial_slots + t
+  // A content read (RAM, RAM/tape) instead of a distance read: w_i proportional to s_i exp(gamma <q, k_i>), the
+  // query and write key straight from the projection's first 2 x raw_size columns, no heads to move.
+  bool content = false;
+  int64_t choice_column = -1;  // the tape's three choices (content only)
+  int64_t gamma_column = -1;   // the sharpening's column (content only)
+  // The squared distance a distance read weighs by (liemem.engine.cells.DISTANCES): 0 the chord |q - k|^2, 1 the
+  // Poincaré ball's, F(s) = 4 asinh(sqrt(s))^2 with s = |q - k|^2 / ((1 - |q|^2)(1 - |k|^2)), each 1 - |x|^2
+  // floored at `gap_floor`, and F summed as a series below `small_s` (see `PoincareDistance`).
+  int64_t distance = 0;
+  double small_s = 0;
+  double gap_floor = 0;
+  std::vector<double> asinh_sq_series;        // asinh(sqrt(s))^2 / s, lowest order first
+  std::vector<double> asinh_sq_slope_series;  // d asinh(sqrt(s))^2 / ds likewise
+
+  int64_t temperature_column() const { return weighting == 1 && !content ? weighting_column : -1; }
+};
+
+// The Poincaré ball's squared distance as manifolds/poincare.py computes it (`PoincareBall.dist2`), from the squared
+// chord and the two points' gaps 1 - |x|^2, in the loop's floating-point type; `on` is false for the chordal distance.
+template <typename T>
+struct PoincareDistance {
+  explicit PoincareDistance(const LoopLayout& layout)
+      : on(layout.distance == 1),
+        small_s(static_cast<T>(layout.small_s)),
+        gap_floor(static_cast<T>(layout.gap_floor)),
+        value(layout.asinh_sq_series.begin(), layout.asinh_sq_series.end()),
+        slope(layout.asinh_sq_slope_series.begin(), layout.asinh_sq_slope_series.end()) {
+    TORCH_CHECK(layout.distance == 0 || layout.distance == 1, "lantm_loop: unknown distance ", layout.distance);
+    TORCH_CHECK(!on || (!value.empty() && !slope.empty()), "lantm_loop: the Poincaré distance needs its series");
+  }
+  // 1 - |x|^2 of a point of `dim` coordinates `stride` apart, floored.
+  T gap(const T* point, int64_t dim, int64_t stride) const {
+    T norm2 = 0;
+    for (int64_t c = 0; c < dim; ++c) norm2 += point[c * stride] * point[c * stride];
+    return std::max(T(1) - norm2, gap_floor);
+  }
+  // F(s) = 4 asinh(sqrt(s))^2.
+  T squared(T s) const {
+    if (s < small_s) return T(4) * (s * series(value, s));
+    const T angle = std::asinh(std::sqrt(s));
+    return T(4) * (angle * angle);
+  }
+  // F'(s) = 4 asinh(sqrt(s)) / sqrt(s (1 + s)).
+  T derivative(T s) const {
+    if (s < small_s) return T(4) * series(slope, s);
+    const T root = std::sqrt(s);
+    return T(4) * (std::asinh(root) / (root * std::sqrt(T(1) + s)));
+  }
+  bool on;
+  T small_s, gap_floor;
+  std::vector<T> value, slope;
+};
+
 // One distance read's weights over its first `slots` slots: the squared distances `d2` from `query` to the keys
 // [d, capacity], the kernel `factor` (the inverse square, or with `softmax` exp(-(d_i - min d) * scale)), and the
 // weights, normalised. Returns the nearest slot (ties to the first, as min(dim) gives them) and sets `total` to the
@@ -202,8 +268,8 @@ void native_move(int64_t move_kind, int64_t dim, const T* raw, T* position, T* a
 template <typename T>
 __attribute__((noinline)) int64_t distance_weights(const T* query, const T* key, const T* strength, int64_t dim,
                                                    int64_t capacity, int64_t slots, bool softmax, T scale, T eps,
-                                                   T floor, T* __restrict__ d2, T* __restrict__ factor,
-                                                   T* __restrict__ weight, T* total) {
+                                                   T floor, const PoincareDistance<T>& poincare, T* __restrict__ d2,
+                                                   T* __restrict__ factor, T* __restrict__ weight, T* total) {
   for (int64_t i = 0; i < slots; ++i) d2[i] = 0;
   for (int64_t c = 0; c < dim; ++c) {
     const T q = query[c];
@@ -212,6 +278,17 @@ __attribute__((noinline)) int64_t distance_weights(const T* query, const T* key,
     for (int64_t i = 0; i < slots; ++i) {
       const T diff = q - coordinate[i];
       d2[i] += diff * diff;
+    }
+  }
+  if (poincare.on) {  // the chord becomes the hyperbolic distance; `factor` holds |k_i|^2 until it is overwritten
+    const T gap_query = poincare.gap(query, dim, 1);
+    for (int64_t i = 0; i < slots; ++i) factor[i] = 0;
+    for (int64_t c = 0; c < dim; ++c) {
+      const T* coordinate = key + c * capacity;
+      for (int64_t i = 0; i < slots; ++i) factor[i] += coordinate[i] * coordinate[i];
+    }
+    for (int64_t i = 0; i < slots; ++i) {
+      d2[i] = poincare.squared(d2[i] / (gap_query * std::max(T(1) - factor[i], poincare.gap_floor)));
     }
   }
   // Strictly smaller, so that ties go to the first slot, as min(dim) gives them.
@@ -300,28 +377,6 @@ struct LoopBuffers {
   at::Tensor neighbours;  // [T + 1, B, 2, d]: the neighbour keys offered to step t (row 0 the initial ones)
 };
 
-// Where the step projection's parts start, which weighting the read takes, and the read's constants
-// (liemem.weighting).
-struct LoopLayout {
-  int64_t input_length = 0;
-  int64_t raw_size = 0;           // one head's raw outputs; both heads' come first in the projection
-  int64_t weighting = 0;          // 0: inverse square, 1: softmax (liemem.engine.kernels.WEIGHTINGS)
-  int64_t weighting_column = -1;  // the softmax's temperature
-  int64_t value_column = 0;
-  int64_t strength_column = 0;
-  double eps = 0;
-  double weight_floor = 0;
-  double temperature_floor = 0;
-  int64_t initial_slots = 1;  // slots before the first write; input step t writes slot initial_slots + t
-  // A content read (RAM, RAM/tape) instead of a distance read: w_i proportional to s_i exp(gamma <q, k_i>), the
-  // query and write key straight from the projection's first 2 x raw_size columns, no heads to move.
-  bool content = false;
-  int64_t choice_column = -1;  // the tape's three choices (content only)
-  int64_t gamma_column = -1;   // the sharpening's column (content only)
-
-  int64_t temperature_column() const { return weighting == 1 && !content ? weighting_column : -1; }
-};
-
 // What the backward pass reads besides the loop's buffers, and where it writes.
 struct BackwardBuffers {
   at::Tensor grad_answer_hidden;  // [A, B, H]
@@ -354,7 +409,9 @@ class ForwardLoop {
         strength_column_(layout.strength_column),
         eps_(layout.eps),
         weight_floor_(layout.weight_floor),
-        temperature_floor_(layout.temperature_floor) {
+        temperature_floor_(layout.temperature_floor),
+        layout_(layout) {
+    PoincareDistance<double>{layout};  // refuses an unknown distance here, once
     const int64_t input_length = layout.input_length, raw_size = layout.raw_size;
     const int64_t temperature_column = layout.temperature_column(), value_column = layout.value_column;
     const int64_t strength_column = layout.strength_column;
@@ -688,6 +745,7 @@ class ForwardLoop {
     const bool writing = t < input_length_;
     const bool softmax = temperature_column_ >= 0;
     const T e = static_cast<T>(eps_), floor = static_cast<T>(weight_floor_);
+    const PoincareDistance<T> poincare(layout_);
     for (int64_t b = 0; b < batch_; ++b) {
       const SampleRows<T> r = sample_rows<T>(t, b);
       const T* position = position_data + b * position_batch;
@@ -698,7 +756,7 @@ class ForwardLoop {
         *r.scale = scale;
       }
       *r.extreme = distance_weights<T>(r.query, r.key, r.strength, dim_, capacity_, r.slots, softmax, scale, e, floor,
-                                       r.scores, r.factor, r.weight, r.total);
+                                       poincare, r.scores, r.factor, r.weight, r.total);
       read_values(r);
       if (writing) write_slot(t, b, r.row, position + position_head, position_coordinate);
     }
@@ -758,6 +816,7 @@ class ForwardLoop {
 
   int64_t input_length_, raw_size_, temperature_column_, value_column_, strength_column_;
   double eps_, weight_floor_, temperature_floor_;
+  LoopLayout layout_;
   int64_t initial_slots_ = 1, choice_column_ = -1, gamma_column_ = -1;
   bool content_ = false;
   at::Tensor choices_, neighbours_;
@@ -792,6 +851,7 @@ class BackwardLoop {
         out_size_(layout.content ? 0 : g.encoder_jacobians.size(3)),
         input_size_(layout.content ? 0 : g.encoder_jacobians.size(4)),
         softmax_(layout.temperature_column() >= 0),
+        poincare_(layout),
         eps_(static_cast<T>(layout.eps)),
         scale_ceiling_(T(1) / static_cast<T>(layout.temperature_floor)) {
     for (const at::Tensor* tensor :
@@ -824,7 +884,7 @@ class BackwardLoop {
     // The sums below are vectorised (-fassociative-math), and the compiler may peel a few iterations up to an
     // alignment boundary: on memory whose alignment changes from run to run, each run would split the sums
     // differently, and two runs of the same seed would part after a few dozen steps.
-    scratch_ = at::zeros({2 * capacity_ + input_size_}, options);
+    scratch_ = at::zeros({3 * capacity_ + input_size_}, options);
     kept_ = b.dist2.size(0) == steps_;
     outputs_ = b.outputs.data_ptr<T>();
     step_weight_ = b.step_weight.data_ptr<T>();
@@ -860,6 +920,7 @@ class BackwardLoop {
     grad_weight_ = scratch_.data_ptr<T>();
     minus_grad_dist2_ = grad_weight_ + capacity_;
     moved_ = minus_grad_dist2_ + capacity_;
+    radial_ = moved_ + input_size_;
     for (int64_t t = steps_ - 1; t >= 0; --t) {
       for (int64_t b = 0; b < batch_; ++b) {
         answer_inputs(t, b);
@@ -920,8 +981,8 @@ class BackwardLoop {
       extreme = layout_.content ? content_weights<T>(query, key, strength, dim_, capacity, n, scales_[step], floor,
                                                      dist2_ + saved, factors_ + saved, weights_ + saved, &total)
                                 : distance_weights<T>(query, key, strength, dim_, capacity, n, softmax_,
-                                                      softmax_ ? scales_[step] : T(0), eps_, floor, dist2_ + saved,
-                                                      factors_ + saved, weights_ + saved, &total);
+                                                      softmax_ ? scales_[step] : T(0), eps_, floor, poincare_,
+                                                      dist2_ + saved, factors_ + saved, weights_ + saved, &total);
     }
     return ReadRows{dist2_ + saved,
                     factors_ + saved,
@@ -995,6 +1056,27 @@ class BackwardLoop {
     }
     // The nearest distance m = min_j d_j passes its gradient to its slot, as `min(dim)` does.
     minus_grad_dist2[near] -= grad_nearest;
+    // The Poincaré distance d_i^2 = F(s_i), s_i = |q - k_i|^2 / (gap_q gap_i) (`cells.distance_read_backward`): the
+    // chord's gradient scaled by F'(s_i) / (gap_q gap_i), and a radial part for each point, -2 x F'(s_i) s_i / gap_x.
+    T* radial = radial_;
+    T radial_total = 0, gap_query = 1;
+    if (poincare_.on) {
+      gap_query = poincare_.gap(query, dim, 1);
+      for (int64_t i = 0; i < n; ++i) {
+        T norm2 = 0, chord2 = 0;
+        for (int64_t d = 0; d < dim; ++d) {
+          const T k = key[d * capacity + i], diff = query[d] - k;
+          norm2 += k * k;
+          chord2 += diff * diff;
+        }
+        const T gap_key = std::max(T(1) - norm2, poincare_.gap_floor);
+        const T s = chord2 / (gap_query * gap_key);
+        const T minus_grad_s = minus_grad_dist2[i] * poincare_.derivative(s);
+        radial[i] = minus_grad_s * s / gap_key;
+        radial_total += minus_grad_s * s;
+        minus_grad_dist2[i] = minus_grad_s / (gap_query * gap_key);
+      }
+    }
     T* grad_query = grad_head(b);
     for (int64_t d = 0; d < dim; ++d) {
       const T q = query[d];
@@ -1005,6 +1087,10 @@ class BackwardLoop {
         const T minus_grad_diff = minus_grad_dist2[i] * (q - coordinate[i]);
         sum += minus_grad_diff;
         grad_coordinate[i] += T(2) * minus_grad_diff;
+      }
+      if (poincare_.on) {
+        for (int64_t i = 0; i < n; ++i) grad_coordinate[i] -= T(2) * coordinate[i] * radial[i];
+        sum += q * radial_total / gap_query;
       }
       grad_query[d] += T(-2) * sum;
     }
@@ -1194,6 +1280,7 @@ class BackwardLoop {
   LoopLayout layout_;
   int64_t steps_, batch_, size_, width_, dim_, capacity_, projection_, out_size_, input_size_;
   bool softmax_;
+  PoincareDistance<T> poincare_;
   T eps_, scale_ceiling_;
   at::Tensor answer_hidden_, answer_reads_, grad_recurrent_, grad_cell_, grad_heads_, scratch_;
   bool kept_ = true;  // whether the forward pass kept each read's per-slot state (else it is recomputed)
@@ -1203,7 +1290,7 @@ class BackwardLoop {
   const int64_t* nearest_;
   T *grad_keys_, *grad_values_, *grad_strengths_, *grad_outputs_, *grad_gates_, *tracked_;
   T *grad_recurrent_data_ = nullptr, *grad_heads_data_ = nullptr;
-  T *grad_weight_ = nullptr, *minus_grad_dist2_ = nullptr, *moved_ = nullptr;
+  T *grad_weight_ = nullptr, *minus_grad_dist2_ = nullptr, *moved_ = nullptr, *radial_ = nullptr;
 };
 
 // The backward pass of one sequence (see `BackwardLoop`).
@@ -1288,6 +1375,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   LIEMEM_FIELD(LoopLayout, layout, content);
   LIEMEM_FIELD(LoopLayout, layout, choice_column);
   LIEMEM_FIELD(LoopLayout, layout, gamma_column);
+  LIEMEM_FIELD(LoopLayout, layout, distance);
+  LIEMEM_FIELD(LoopLayout, layout, small_s);
+  LIEMEM_FIELD(LoopLayout, layout, gap_floor);
+  LIEMEM_FIELD(LoopLayout, layout, asinh_sq_series);
+  LIEMEM_FIELD(LoopLayout, layout, asinh_sq_slope_series);
   pybind11::class_<BackwardBuffers> grads(module, "BackwardBuffers");
   grads.def(pybind11::init<>());
   LIEMEM_FIELD(BackwardBuffers, grads, grad_answer_hidden);

@@ -1,0 +1,124 @@
+"""Hyperbolic key space: the Poincaré ball of curvature -1, the open unit ball of R^n."""
+
+from __future__ import annotations
+
+import geoopt
+import torch
+
+from ._random import random_tensor
+from .base import KeySpace, _require_int
+
+# How close to the unit sphere `project` puts a key. Hyperbolic space grows exponentially, so the ball's boundary
+# is at infinite distance and points near it are where floating point runs out: a key at Euclidean norm 1 - m lies
+# at hyperbolic distance about ln(2 / m) from the centre, and 1 - |x|^2, which every distance divides by, is known
+# only to the rounding of |x|^2. At margin 1e-3 (distance 7.6) it is known to a few parts in 1e5 in float32;
+# at 1e-5, two correct float32 computations of the same read parted by 0.3%, and their gradients with them. The
+# margin is the same in float32 and float64, so that a model is the same function in both.
+BOUNDARY_MARGIN = {torch.float64: 1e-3, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+# How close a point may come before it can no longer be told apart from the sphere: an isometry moving a key far
+# out sets it here, strictly inside (distance 14.5 from the centre in float32, 28.3 in float64).
+INTERIOR_MARGIN = {torch.float64: 1e-12, torch.float32: 1e-6, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+# Below this value of s = sinh(d / 2)^2 the squared distance 4 asinh(sqrt(s))^2 is summed as a series in s, which
+# has no square root whose derivative is infinite at s = 0 (x == y).
+SMALL_S = {torch.float64: 1e-6, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+# asinh(u)^2 / u^2 = 1 - s / 3 + 8 s^2 / 45 - 4 s^3 / 35 + ..., s = u^2, and its derivative times s, the slope
+# d asinh(sqrt(s))^2 / ds = 1 - 2 s / 3 + 8 s^2 / 15 - 16 s^3 / 35 (the engine's kernels take both from here).
+ASINH_SQ_SERIES = (1.0, -1.0 / 3.0, 8.0 / 45.0, -4.0 / 35.0)
+ASINH_SQ_SLOPE_SERIES = (1.0, -2.0 / 3.0, 8.0 / 15.0, -16.0 / 35.0)
+
+
+def boundary_margin(dtype: torch.dtype) -> float:
+    """The margin 1 - max|x| that `PoincareBall.project` keeps from the unit sphere in `dtype`."""
+    return BOUNDARY_MARGIN.get(dtype, 1e-3)
+
+
+def interior_margin(dtype: torch.dtype) -> float:
+    """The least margin 1 - |x| at which a point of `dtype` is still told apart from the unit sphere."""
+    return INTERIOR_MARGIN.get(dtype, 1e-6)
+
+
+def clip_to_ball(x: torch.Tensor, radius: float) -> torch.Tensor:
+    """x scaled radially onto the closed ball of `radius` where it lies outside; unchanged inside.
+
+    The nearest point of that ball. Dividing by the largest entry first keeps the norm from overflowing for huge
+    inputs; the zero vector stays zero. The derivative is bounded by 1 everywhere.
+    """
+    scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    scaled = x / scale
+    norm = torch.linalg.vector_norm(scaled, dim=-1, keepdim=True)
+    safe_norm = torch.where(norm > 0, norm, torch.ones_like(norm))
+    return scaled * torch.minimum(scale, radius / safe_norm)
+
+
+class PoincareBall(KeySpace):
+    """Keys in the open unit ball of R^n with the hyperbolic distance of curvature -1.
+
+        d(x, y) = 2 asinh(|x - y| / sqrt((1 - |x|^2) (1 - |y|^2)))
+
+    the same value as geoopt's arcosh form, but in a form that is exact for nearby points and has no clamp:
+    geoopt's `PoincareBall.dist` clamps its artanh, so that near the boundary it returns 16.6 where the distance is
+    23.7, with gradient exactly 0. `dist2` sums a series near x == y, so that its gradient there is finite and 0.
+    `project` keeps keys strictly inside the ball by `boundary_margin(dtype)`, in float32 too, and `check` accepts
+    every point strictly inside (geoopt's own test refuses float32 keys beyond norm 0.996).
+    """
+
+    def __init__(self, n: int = 2):
+        _require_int("PoincareBall", "dimension n", n, minimum=1)
+        super().__init__(geoopt.PoincareBall(), n)
+
+    def _gap_product(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(1 - |x|^2)(1 - |y|^2), each factor floored at the dtype's machine epsilon.
+
+        The floor means a point on or beyond the sphere (not a key) lies at a large, finite distance instead of an
+        infinite or NaN one.
+        """
+        self._check_shape(x, y)
+        eps = torch.finfo(x.dtype).eps
+        return (1 - x.square().sum(dim=-1)).clamp_min(eps) * (1 - y.square().sum(dim=-1)).clamp_min(eps)
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The hyperbolic distance; 0 with gradient 0 at x == y."""
+        # The norm, not the square root of s: tiny distances keep full precision, and the norm's gradient at 0 is 0.
+        return 2 * torch.asinh(torch.linalg.vector_norm(x - y, dim=-1) / torch.sqrt(self._gap_product(x, y)))
+
+    def dist2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """4 asinh(sqrt(s))^2, as 4 s (1 - s / 3 + ...) for small s: smooth at x == y."""
+        s = (x - y).square().sum(dim=-1) / self._gap_product(x, y)  # sinh(d / 2)^2
+        small = s < SMALL_S.get(s.dtype, 1e-3)
+        safe = torch.where(small, torch.ones_like(s), s)  # the unselected branch's gradient must stay finite
+        series = ASINH_SQ_SERIES[-1]
+        for coefficient in reversed(ASINH_SQ_SERIES[:-1]):
+            series = series * s + coefficient
+        return 4 * torch.where(small, s * series, torch.asinh(torch.sqrt(safe)).square())
+
+    def kernel_distance(self) -> str | None:
+        """ "poincare", unless a subclass replaces `dist2`."""
+        return "poincare" if type(self).dist2 is PoincareBall.dist2 else None
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The identity inside the ball of radius 1 - `boundary_margin`; outside it, onto that sphere radially."""
+        self._check_shape(x)
+        return clip_to_ball(x, 1 - boundary_margin(x.dtype))
+
+    def off_space_reason(self, x: torch.Tensor) -> str | None:
+        """Keys must lie strictly inside the unit ball."""
+        norm = torch.linalg.vector_norm(x, dim=-1).max()
+        if norm >= 1:
+            return f"a key has Euclidean norm {float(norm):.9g}; keys of the Poincaré ball lie strictly inside 1"
+        return None
+
+    def random(self, *batch, dtype=None, device=None, generator=None) -> torch.Tensor:
+        """Keys at hyperbolic distance |v| from the centre in the direction of v, v standard normal in R^n."""
+        v = random_tensor((*batch, self.dim), dtype=dtype, device=device, generator=generator)
+        norm = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+        # A key at Euclidean norm tanh(d / 2) lies at distance d; tanh(r / 2) / r tends to 1/2 at r = 0.
+        factor = torch.where(norm > 0, torch.tanh(norm / 2) / torch.where(norm > 0, norm, 1.0), 0.5)
+        return self.project(v * factor)
+
+    def origin(self, *batch, dtype=None, device=None) -> torch.Tensor:
+        """The centre of the ball."""
+        return torch.zeros(*batch, self.dim, dtype=dtype, device=device)
+
+    def extra_repr(self) -> str:
+        return f"n={self.dim}"
