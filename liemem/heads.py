@@ -6,7 +6,8 @@ interpolation, a second gate). The new position is
     q' = a . pi(g * k~ + (1 - g) * q)
 
 with k~ = pi(raw key), a = group.from_controller(raw action), and pi the key space's `soft_project` (its
-projection, softened near the sphere's centre as the authors' code does); g is the weight of random access
+projection, softened near the sphere's centre as the authors' code does; for the random-access key k~, the key
+space's `random_access_key`, which is pi unless the space says otherwise); g is the weight of random access
 (the paper's 1 - t). With action interpolation the action is first moved from the
 previous one toward the new one, a = group.interpolate(a_prev, a, r), so that it works for every group. For
 translations this is appendix B's straight line r a + (1 - r) a_prev; for SO(3) it is slerp, the geodesic
@@ -72,9 +73,9 @@ class LieHeads(nn.Module):
 
     def move(self, raw: torch.Tensor, state: HeadState) -> HeadState:
         """The heads after one step of the rule in the module docstring."""
-        project = self.group.key_space.soft_project
+        space = self.group.key_space
         key, action, gate, *action_gate = raw.split_with_sizes(self._sizes, dim=-1)
-        mixed = project(torch.lerp(state.position, project(key), torch.sigmoid(gate)))
+        mixed = space.soft_project(torch.lerp(state.position, space.random_access_key(key), torch.sigmoid(gate)))
         action = self.group.from_controller(action)
         if self.action_interpolation:
             action = self.group.interpolate(state.action, action, torch.sigmoid(action_gate[0].squeeze(-1)))

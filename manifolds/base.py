@@ -52,6 +52,12 @@ class KeySpace(torch.nn.Module, abc.ABC):
         """Whether `dist2` is the squared chordal distance |x - y|^2, so that a reader may use a fused kernel."""
         return False
 
+    def random_access_key(self, raw: torch.Tensor) -> torch.Tensor:
+        """The key a head's random access aims at, from the controller's unconstrained `raw` output (ambient
+        coordinates): the paper's pi(k), here `soft_project`. A space where that projection sends many outputs to
+        one point overrides it (the Poincaré ball, whose projection clips at its margin)."""
+        return self.soft_project(raw)
+
     def kernel_distance(self) -> str | None:
         """The name of the squared distance the engine's fast readers compute exactly as `dist2` does
         (`liemem.engine.cells.DISTANCES`: "chordal" or "poincare"), or None where `dist2` itself must run."""

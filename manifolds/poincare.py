@@ -19,6 +19,10 @@ BOUNDARY_MARGIN = {torch.float64: 1e-3, torch.float32: 1e-3, torch.float16: 1e-2
 # out sets it here, strictly inside (distance 14.5 from the centre in float32, 28.3 in float64).
 INTERIOR_MARGIN = {torch.float64: 1e-12, torch.float32: 1e-6, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
+# How far from the centre a head's random access can aim (`PoincareBall.random_access_key`): inside the margin of
+# `project` (distance 7.6), so that no key it names is clipped.
+RANDOM_ACCESS_RADIUS = 6.0
+
 # Below this value of s = sinh(d / 2)^2 the squared distance 4 asinh(sqrt(s))^2 is summed as a series in s, which
 # has no square root whose derivative is infinite at s = 0 (x == y).
 SMALL_S = {torch.float64: 1e-6, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
@@ -100,6 +104,22 @@ class PoincareBall(KeySpace):
         """The identity inside the ball of radius 1 - `boundary_margin`; outside it, onto that sphere radially."""
         self._check_shape(x)
         return clip_to_ball(x, 1 - boundary_margin(x.dtype))
+
+    def random_access_key(self, raw: torch.Tensor) -> torch.Tensor:
+        """The key at hyperbolic distance R tanh(|raw| / R) from the centre, in the direction of `raw`
+        (R = `RANDOM_ACCESS_RADIUS`): about |raw| for small outputs, never past R.
+
+        Clipping raw outputs at the margin, as `project` does, would send every large output of one direction to
+        one point; keys written there coincide, and the inverse-square read's gradient, which grows as the
+        distances between slots shrink, explodes. This map is one-to-one, with a derivative that is bounded and
+        finite at 0."""
+        self._check_shape(raw)
+        norm = torch.linalg.vector_norm(raw, dim=-1, keepdim=True)
+        positive = norm > 0
+        safe = torch.where(positive, norm, torch.ones_like(norm))
+        distance = RANDOM_ACCESS_RADIUS * torch.tanh(safe / RANDOM_ACCESS_RADIUS)
+        # A point at Euclidean norm tanh(d / 2) lies at distance d; near 0 the factor tends to 1/2.
+        return raw * torch.where(positive, torch.tanh(distance / 2) / safe, 0.5)
 
     def off_space_reason(self, x: torch.Tensor) -> str | None:
         """Keys must lie strictly inside the unit ball."""

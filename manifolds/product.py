@@ -62,6 +62,11 @@ class ProductSpace(KeySpace):
         parts = zip(self.factors, self.split(x), strict=True)
         return torch.cat([factor.soft_project(part) for factor, part in parts], -1)
 
+    def random_access_key(self, raw: torch.Tensor) -> torch.Tensor:
+        """Each factor's random-access key."""
+        parts = zip(self.factors, self.split(raw), strict=True)
+        return torch.cat([factor.random_access_key(part) for factor, part in parts], -1)
+
     def random(self, *batch, dtype=None, device=None, generator=None) -> torch.Tensor:
         """Each factor's random keys, concatenated."""
         parts = [factor.random(*batch, dtype=dtype, device=device, generator=generator) for factor in self.factors]

@@ -13,7 +13,7 @@ import torch
 
 import groups
 from manifolds import PoincareBall
-from manifolds.poincare import boundary_margin, interior_margin
+from manifolds.poincare import RANDOM_ACCESS_RADIUS, boundary_margin, interior_margin
 
 F64 = torch.float64
 
@@ -224,3 +224,42 @@ def test_far_translations_leave_keys_inside_the_disk(dtype):
     mobius_group.key_space.check(key)
     assert float(torch.linalg.vector_norm(key)) == pytest.approx(1 - interior_margin(dtype), rel=1e-7)
     assert torch.isfinite(mobius_group.key_space.dist2(key, mobius_group.key_space.origin(dtype=dtype)))
+
+
+def test_random_access_keys_fill_a_ball_of_bounded_radius_one_to_one():
+    """The key of raw output v lies at distance R tanh(|v| / R) from the centre, along v: about |v| for small
+    outputs, never past R, and two outputs of one direction never name one key, as clipping would make them."""
+    ball = PoincareBall(2)
+    radius = RANDOM_ACCESS_RADIUS
+    sizes = np.array([0.0, 1e-30, 1e-3, 0.5, 2.0, 6.0, 20.0, 60.0, 1e30])
+    raw = torch.tensor(np.stack((0.6 * sizes, -0.8 * sizes), axis=-1), requires_grad=True)
+    keys = ball.random_access_key(raw)
+    distances = ball.dist(keys, ball.origin(dtype=F64)).detach().numpy()
+    np.testing.assert_allclose(distances[:-2], radius * np.tanh(sizes[:-2] / radius), rtol=1e-9, atol=1e-300)
+    assert distances[-1] < radius + 1e-9 and (np.diff(distances[:-1]) > 0).all()  # one-to-one up to |v| = 60
+    directions = keys[2:].detach() / torch.linalg.vector_norm(keys[2:].detach(), dim=-1, keepdim=True)
+    torch.testing.assert_close(directions, torch.tensor([[0.6, -0.8]], dtype=F64).expand(7, 2))
+    (grad,) = torch.autograd.grad(keys.sum(), raw)
+    assert torch.isfinite(grad).all() and grad[0].abs().max() == pytest.approx(0.5)  # the derivative 1/2 at 0
+    ball.check(ball.random_access_key(torch.tensor([[1e30, 1e30], [-3.0, 4.0]])))  # float32 too, inside the ball
+
+
+def test_heads_aim_at_the_ball_s_random_access_key_and_other_spaces_keep_the_paper_s():
+    """With the gate open (all random access, no move), a head lands on its random-access key: on the ball the
+    bounded key (which the mix's projection leaves alone), on the sphere pi(pi(k)), as the paper's rule gives."""
+    from liemem.heads import HeadState, LieHeads
+
+    sphere = groups.get("so3").key_space
+    cases = (
+        ("mobius", PoincareBall(2).random_access_key),
+        ("so3", lambda k: sphere.soft_project(sphere.soft_project(k))),
+    )
+    for name, expected in cases:
+        heads = LieHeads(groups.get(name))
+        key_dim = heads.group.key_space.dim
+        raw = torch.zeros(1, 1, heads.raw_size, dtype=F64)
+        raw[..., :key_dim] = torch.linspace(3.0, -5.0, key_dim, dtype=F64)
+        raw[..., heads.gate_index] = 60.0  # sigmoid(60) = 1 in float64
+        state = HeadState(heads.group.key_space.origin(1, 1, dtype=F64), heads.group.identity(1, 1, dtype=F64))
+        moved = heads.move(raw, state)
+        torch.testing.assert_close(moved.position, expected(raw[..., :key_dim]), rtol=1e-12, atol=1e-12)

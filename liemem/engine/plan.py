@@ -37,6 +37,8 @@ from typing import NamedTuple
 
 import torch
 
+from manifolds import KeySpace
+
 from ..heads import LieHeads
 from . import cells, compiling, kernels, native, replay, tensor_ops
 
@@ -262,6 +264,9 @@ def _why_not_built_in(model) -> str:
         return "action interpolation is on"
     if type(heads).move is not LieHeads.move or "move" in vars(heads):
         return "the heads' move is replaced"
+    space = type(model.key_space)
+    if space.random_access_key is not KeySpace.random_access_key:
+        return f"its key space ({space.__name__}) names random-access keys its own way"
     declared = model.group.kernel_move()
     if declared not in kernels.MOVES:
         return f"group {type(model.group).__name__} declares no move the kernels have"
