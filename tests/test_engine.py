@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import groups
 import liemem
+import manifolds
 from helpers import PATHS, require_compiled_kernels, require_torch_compile
 from liemem import engine
 from liemem.engine import compiling, native, replay
@@ -462,6 +463,20 @@ def test_built_in_moves_run_inside_the_kernels_only_where_they_mirror_the_group(
         assert model.plan().move == "python"
     monkeypatch.setattr(model.heads, "move", model.heads.move)  # a move replaced on the instance is the user's
     assert model.plan().move == "python"
+
+
+def test_a_key_space_with_its_own_random_access_keys_runs_the_groups_python_move(monkeypatch):
+    """The built-in moves aim random access at pi(raw), as `KeySpace.random_access_key` does by default; a key space
+    that aims elsewhere (as the Poincaré ball does) must not have its rule replaced by theirs."""
+    require_compiled_kernels()
+    monkeypatch.delenv(engine.SWITCH, raising=False)
+    assert liemem.build_model("lantm", VOCAB).plan().move == "built-in"
+    monkeypatch.setattr(manifolds.Euclidean, "random_access_key", lambda self, raw: 0.5 * raw, raising=False)
+    model = liemem.build_model("lantm", VOCAB)
+    assert model.plan().move == "python"
+    with pytest.raises(planning.EngineError, match="names random-access keys its own way"):
+        with engine.forced("kernels:built-in"):
+            model.plan()
 
 
 @pytest.mark.parametrize(
