@@ -26,8 +26,8 @@ RANDOM_ACCESS_RADIUS = 6.0
 # Below this value of s = sinh(d / 2)^2 the squared distance 4 asinh(sqrt(s))^2 is summed as a series in s, which
 # has no square root whose derivative is infinite at s = 0 (x == y).
 SMALL_S = {torch.float64: 1e-6, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
-# asinh(u)^2 / u^2 = 1 - s / 3 + 8 s^2 / 45 - 4 s^3 / 35 + ..., s = u^2, and its derivative times s, the slope
-# d asinh(sqrt(s))^2 / ds = 1 - 2 s / 3 + 8 s^2 / 15 - 16 s^3 / 35 (the engine's kernels take both from here).
+# asinh(u)^2 / u^2 = 1 - s / 3 + 8 s^2 / 45 - 4 s^3 / 35 + ..., s = u^2, and the slope
+# d asinh(sqrt(s))^2 / ds = 1 - 2 s / 3 + 8 s^2 / 15 - 16 s^3 / 35 (the engine's readers take both from here).
 ASINH_SQ_SERIES = (1.0, -1.0 / 3.0, 8.0 / 45.0, -4.0 / 35.0)
 ASINH_SQ_SLOPE_SERIES = (1.0, -2.0 / 3.0, 8.0 / 15.0, -16.0 / 35.0)
 
