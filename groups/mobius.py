@@ -102,7 +102,7 @@ class Mobius(LieGroup, name="mobius"):
     def inverse(self, g):
         """(conj(a), -b)."""
         self._check_element(g)
-        return g * torch.tensor([1.0, -1.0, -1.0, -1.0], dtype=g.dtype, device=g.device)
+        return torch.cat((g[..., :1], -g[..., 1:]), dim=-1)
 
     def act(self, g, x):
         """(a z + b) / (conj(b) z + conj(a)) for z = x_1 + i x_2, kept strictly inside the disk."""

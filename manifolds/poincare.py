@@ -42,6 +42,39 @@ def interior_margin(dtype: torch.dtype) -> float:
     return INTERIOR_MARGIN.get(dtype, 1e-6)
 
 
+def _series(coefficients: tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
+    """sum_k coefficients[k] x^k by Horner's rule."""
+    total = coefficients[-1]
+    for coefficient in reversed(coefficients[:-1]):
+        total = total * x + coefficient
+    return total
+
+
+def squared_distance(s: torch.Tensor, slope: bool = False):
+    """F(s) = 4 asinh(sqrt(s))^2, the squared distance of two points with s = sinh(d / 2)^2 =
+    |x - y|^2 / ((1 - |x|^2)(1 - |y|^2)), summed as a series below `SMALL_S`; with `slope`, also F'(s) =
+    4 asinh(sqrt(s)) / sqrt(s (1 + s)), which the engine's readers use for their backward pass."""
+    small = s < SMALL_S.get(s.dtype, 1e-3)
+    safe = torch.where(small, torch.ones_like(s), s)  # the unselected branch's gradient must stay finite
+    root = torch.sqrt(safe)
+    angle = torch.asinh(root)
+    value = 4 * torch.where(small, s * _series(ASINH_SQ_SERIES, s), angle.square())
+    if not slope:
+        return value
+    derivative = 4 * torch.where(small, _series(ASINH_SQ_SLOPE_SERIES, s), angle / (root * torch.sqrt(1 + safe)))
+    return value, derivative
+
+
+def _at_distance(v: torch.Tensor, norm: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+    """The point at hyperbolic `distance` from the centre in the direction of `v` (of Euclidean norm `norm`).
+
+    A point at Euclidean norm tanh(d / 2) lies at distance d; where v = 0 the factor is its limit 1/2 (both
+    callers' distances grow as |v| near 0)."""
+    positive = norm > 0
+    safe = torch.where(positive, norm, torch.ones_like(norm))
+    return v * torch.where(positive, torch.tanh(distance / 2) / safe, 0.5)
+
+
 def clip_to_ball(x: torch.Tensor, radius: float) -> torch.Tensor:
     """x scaled radially onto the closed ball of `radius` where it lies outside; unchanged inside.
 
@@ -88,13 +121,7 @@ class PoincareBall(KeySpace):
 
     def dist2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """4 asinh(sqrt(s))^2, as 4 s (1 - s / 3 + ...) for small s: smooth at x == y."""
-        s = (x - y).square().sum(dim=-1) / self._gap_product(x, y)  # sinh(d / 2)^2
-        small = s < SMALL_S.get(s.dtype, 1e-3)
-        safe = torch.where(small, torch.ones_like(s), s)  # the unselected branch's gradient must stay finite
-        series = ASINH_SQ_SERIES[-1]
-        for coefficient in reversed(ASINH_SQ_SERIES[:-1]):
-            series = series * s + coefficient
-        return 4 * torch.where(small, s * series, torch.asinh(torch.sqrt(safe)).square())
+        return squared_distance((x - y).square().sum(dim=-1) / self._gap_product(x, y))
 
     def kernel_distance(self) -> str | None:
         """ "poincare", unless a subclass replaces `dist2`."""
@@ -115,11 +142,7 @@ class PoincareBall(KeySpace):
         finite at 0."""
         self._check_shape(raw)
         norm = torch.linalg.vector_norm(raw, dim=-1, keepdim=True)
-        positive = norm > 0
-        safe = torch.where(positive, norm, torch.ones_like(norm))
-        distance = RANDOM_ACCESS_RADIUS * torch.tanh(safe / RANDOM_ACCESS_RADIUS)
-        # A point at Euclidean norm tanh(d / 2) lies at distance d; near 0 the factor tends to 1/2.
-        return raw * torch.where(positive, torch.tanh(distance / 2) / safe, 0.5)
+        return _at_distance(raw, norm, RANDOM_ACCESS_RADIUS * torch.tanh(norm / RANDOM_ACCESS_RADIUS))
 
     def off_space_reason(self, x: torch.Tensor) -> str | None:
         """Keys must lie strictly inside the unit ball."""
@@ -132,9 +155,7 @@ class PoincareBall(KeySpace):
         """Keys at hyperbolic distance |v| from the centre in the direction of v, v standard normal in R^n."""
         v = random_tensor((*batch, self.dim), dtype=dtype, device=device, generator=generator)
         norm = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-        # A key at Euclidean norm tanh(d / 2) lies at distance d; tanh(r / 2) / r tends to 1/2 at r = 0.
-        factor = torch.where(norm > 0, torch.tanh(norm / 2) / torch.where(norm > 0, norm, 1.0), 0.5)
-        return self.project(v * factor)
+        return self.project(_at_distance(v, norm, norm))
 
     def origin(self, *batch, dtype=None, device=None) -> torch.Tensor:
         """The centre of the ball."""

@@ -13,7 +13,6 @@ from typing import NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
-from groups.numerics import series
 from manifolds import poincare
 
 from .. import weighting
@@ -113,20 +112,6 @@ class ReadSaved(NamedTuple):
     poincare: PoincareSaved | None = None  # the Poincaré ball's terms; None for the chordal distance
 
 
-def poincare_dist2(chord2, gap_query, gap_keys):
-    """The Poincaré ball's squared distance F(s) = 4 asinh(sqrt(s))^2 from the squared chord, as
-    `manifolds.PoincareBall.dist2` computes it, and its slope F'(s) = 4 asinh(sqrt(s)) / sqrt(s (1 + s)); both
-    summed as series below the switch. Returns (F(s), F'(s), s)."""
-    s = chord2 / (gap_query * gap_keys)
-    small = s < poincare.SMALL_S.get(s.dtype, 1e-3)
-    safe = torch.where(small, torch.ones_like(s), s)
-    root = torch.sqrt(safe)
-    angle = torch.asinh(root)
-    value = torch.where(small, s * series(poincare.ASINH_SQ_SERIES, s), angle.square())
-    slope = torch.where(small, series(poincare.ASINH_SQ_SLOPE_SERIES, s), angle / (root * torch.sqrt(1 + safe)))
-    return 4 * value, 4 * slope, s
-
-
 def distance_read_forward(keys, values, strengths, query, temperature, out=None, distance="chordal"):
     """The read value `[B, H, m]` (written into `out` when given) and what its backward needs.
 
@@ -143,7 +128,8 @@ def distance_read_forward(keys, values, strengths, query, temperature, out=None,
         eps = torch.finfo(dist2.dtype).eps
         gap_query = (1 - query.square().sum(dim=-1, keepdim=True)).clamp_min(eps)
         gap_keys = (1 - keys.square().sum(dim=1, keepdim=True)).clamp_min(eps)
-        dist2, slope, s = poincare_dist2(dist2, gap_query, gap_keys)
+        s = dist2 / (gap_query * gap_keys)
+        dist2, slope = poincare.squared_distance(s, slope=True)
         terms = PoincareSaved(slope, s, gap_query, gap_keys, query, keys)
     nearest, nearest_index = dist2.min(dim=-1, keepdim=True)
     excess = None

@@ -130,6 +130,7 @@ def backward(ctx, saved, grad_answer_hidden, grad_answer_reads) -> LoopGrads:
     # over many answer steps at once, in batches of at most ANSWER_BATCH_BYTES of per-slot terms.
     answer_reads = []
     answer_contents = values[:, : input_length + 1], strengths
+    distance = model.key_space.kernel_distance()
     answer_batch = max(1, ANSWER_BATCH_BYTES // (batch * (input_length + 1) * (key_dim + 2) * values.element_size()))
     with torch.inference_mode():
         for t in reversed(range(steps)):
@@ -150,12 +151,7 @@ def backward(ctx, saved, grad_answer_hidden, grad_answer_reads) -> LoopGrads:
                 query, temperature = read_saved
                 slot_keys = keys[..., : slot_values.shape[1]]
                 read_saved = cells.distance_read_forward(
-                    slot_keys,
-                    slot_values,
-                    slot_strengths,
-                    query,
-                    temperature,
-                    distance=model.key_space.kernel_distance(),
+                    slot_keys, slot_values, slot_strengths, query, temperature, distance=distance
                 )[1]
             # The read at step t, then the write after it.
             grad_query, grad_temperature, *grad_slots = cells.distance_read_backward(
