@@ -109,8 +109,9 @@ def plot_run(
     footprint.check(model, 1, sequence, False, next(model.parameters()).device, "plot", "choose a smaller --length")
     recording = record(model, chosen, inputs[0], targets[0])
     right = sum(p == t for p, t in zip(recording.predicted, recording.targets, strict=True))
+    # Two lines: on one, a long task name pushed the title past the edges of a single-panel figure.
     title = (
-        f"{config.model} on {config.task}, step {step}; {chosen.name} example of size {size} (seed {seed}): "
+        f"{config.model} on {config.task}, step {step}\n{chosen.name} example of size {size} (seed {seed}): "
         f"{right}/{len(recording.targets)} answer symbols right"
     )
     return _save(draw(kind, recording, records, _length_labels(config)), title, out, suffix)
