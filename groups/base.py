@@ -32,7 +32,7 @@ class LieGroup(torch.nn.Module, abc.ABC):
         algebra_dim: dimension of the Lie algebra, the size of `exp`'s argument.
         element_shape: trailing shape of one group element.
         controller_dim: size of the raw controller output that `from_controller` turns into an element.
-        injectivity_radius: `log(exp(xi)) == xi` holds for |xi| below this (infinite for vector groups).
+        injectivity_radius: `log(exp(xi)) == xi` holds for |xi| below this (infinite for translations).
     """
 
     def __init__(

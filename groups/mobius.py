@@ -7,6 +7,7 @@ import math
 import torch
 
 from manifolds import PoincareBall
+from manifolds._normalize import power_of_two_scale
 from manifolds._random import random_tensor
 from manifolds._tolerance import check_tolerance
 from manifolds.poincare import clip_to_ball, interior_margin
@@ -82,10 +83,12 @@ class Mobius(LieGroup, name="mobius"):
         small = small_angle_mask(q.abs())
         safe = where_not(small, q)
         hyperbolic = safe > 0
-        root_h = torch.sqrt(torch.where(hyperbolic, safe, 1.0))
+        # acosh(Re a) / sqrt(Q), with sqrt(Q) as a product of roots: Q itself overflows in float32 for translations
+        # longer than 89. atan2(sin, cos) rather than asin: well conditioned up to a half turn, where Re a = 0.
+        ar_h = torch.where(hyperbolic & ~small, ar, 2.0)
+        root_h = torch.sqrt(ar_h - 1) * torch.sqrt(ar_h + 1)
         root_t = torch.sqrt(torch.where(hyperbolic, 1.0, -safe))
-        # atan2(sin, cos) rather than asin: well conditioned up to a half turn, where Re a = 0.
-        inverse_s = torch.where(hyperbolic, torch.asinh(root_h) / root_h, torch.atan2(root_t, ar) / root_t)
+        inverse_s = torch.where(hyperbolic, torch.acosh(ar_h) / root_h, torch.atan2(root_t, ar) / root_t)
         inverse_s = torch.where(small, series(_INVERSE_SINHC_SERIES, q), inverse_s)
         return torch.stack((ai, br, bi), dim=-1) * inverse_s.unsqueeze(-1)
 
@@ -108,7 +111,9 @@ class Mobius(LieGroup, name="mobius"):
         """(a z + b) / (conj(b) z + conj(a)) for z = x_1 + i x_2, kept strictly inside the disk."""
         self._check_element(g)
         self._check_trailing(x, 2, "keys")
-        ar, ai, br, bi = g.unbind(dim=-1)
+        # g and g / r act alike for real r; shrinking by a power of two keeps |den|^2 finite for far translations
+        # (entries past 1e19 in float32) and changes no rounding anywhere else.
+        ar, ai, br, bi = (g / power_of_two_scale(g)).unbind(dim=-1)
         zr, zi = x.unbind(dim=-1)
         num_r, num_i = _multiply(ar, ai, zr, zi)
         den_r, den_i = _multiply(br, -bi, zr, zi)

@@ -118,9 +118,11 @@ class ProductGroup(LieGroup, name="product"):
             group.check(element)
 
     def identity(self, *batch, dtype=None, device=None):
+        """Every factor's identity."""
         return self._join([group.identity(*batch, dtype=dtype, device=device) for group in self.groups])
 
     def random(self, *batch, dtype=None, device=None, generator=None):
+        """An element of each factor, drawn by the factor's own `random` in order (one generator for all)."""
         return self._join(
             [group.random(*batch, dtype=dtype, device=device, generator=generator) for group in self.groups]
         )

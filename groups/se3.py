@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from manifolds import Euclidean
@@ -41,7 +43,7 @@ class SE3(LieGroup, name="se3"):
     """
 
     def __init__(self, angle_bound: bool = False):
-        super().__init__(Euclidean(3), algebra_dim=6, element_shape=(7,), controller_dim=7, injectivity_radius=torch.pi)
+        super().__init__(Euclidean(3), algebra_dim=6, element_shape=(7,), controller_dim=7, injectivity_radius=math.pi)
         self.rotation = SO3(angle_bound=angle_bound)
 
     def exp(self, xi):

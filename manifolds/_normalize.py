@@ -1,4 +1,5 @@
-"""Overflow-safe, NaN-free normalisation onto unit vectors, shared by the spherical key spaces."""
+"""Overflow-safe, NaN-free normalisation onto unit vectors, shared by the spherical key spaces, and the exact
+rescaling that keeps squared norms from overflowing."""
 
 from __future__ import annotations
 
@@ -29,3 +30,16 @@ def soft_unit_vectors(x: torch.Tensor, softening: float) -> torch.Tensor:
     scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
     scaled = x / scale
     return scaled / torch.hypot(torch.linalg.vector_norm(scaled, dim=-1, keepdim=True), softening / scale)
+
+
+def power_of_two_scale(x: torch.Tensor) -> torch.Tensor:
+    """The largest power of two 2^k <= max|x| along the last axis, and 1 where max|x| < 1 (detached).
+
+    Dividing by a power of two is exact in binary floating point, so a caller that shrinks a huge vector by this
+    scale before squaring it (which would overflow) gets, wherever no entry over- or underflows, bit for bit the
+    result it would get without the scaling.
+    """
+    largest = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    mantissa, _ = torch.frexp(largest)
+    # largest = mantissa 2^e with mantissa in [1/2, 1), so this quotient is exactly 2^(e - 1).
+    return largest / (2 * mantissa)

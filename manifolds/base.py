@@ -44,7 +44,9 @@ class KeySpace(torch.nn.Module, abc.ABC):
         """Distance between keys `x` and `y` (broadcasting over leading axes), with a finite gradient at x == y."""
 
     def dist2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Squared distance; smooth everywhere, which is what the inverse-square and softmax reads need."""
+        """Squared distance, which the inverse-square and softmax reads differentiate. This default squares
+        `dist`, so its gradient at x == y is 0 wherever `dist`'s is finite there; spaces whose distance has a
+        closed form smooth at x == y (a chordal formula, a series) override it."""
         return self.dist(x, y).square()
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import geoopt
 import torch
 
+from ._normalize import power_of_two_scale
 from ._random import random_tensor
 from .base import KeySpace, _require_int
 
@@ -19,8 +20,9 @@ BOUNDARY_MARGIN = {torch.float64: 1e-3, torch.float32: 1e-3, torch.float16: 1e-2
 # out sets it here, strictly inside (distance 14.5 from the centre in float32, 28.3 in float64).
 INTERIOR_MARGIN = {torch.float64: 1e-12, torch.float32: 1e-6, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
-# How far from the centre a head's random access can aim (`PoincareBall.random_access_key`): inside the margin of
-# `project` (distance 7.6), so that no key it names is clipped.
+# How far from the centre a head's random access can aim (`PoincareBall.random_access_key`): inside the float32
+# and float64 margin of `project` (distance 7.6), so that no key it names is clipped there. (The half-precision
+# margin, at distance 5.3, clips the outermost of them.)
 RANDOM_ACCESS_RADIUS = 6.0
 
 # Below this value of s = sinh(d / 2)^2 the squared distance 4 asinh(sqrt(s))^2 is summed as a series in s, which
@@ -55,13 +57,16 @@ def squared_distance(s: torch.Tensor, slope: bool = False):
     |x - y|^2 / ((1 - |x|^2)(1 - |y|^2)), summed as a series below `SMALL_S`; with `slope`, also F'(s) =
     4 asinh(sqrt(s)) / sqrt(s (1 + s)), which the engine's readers use for their backward pass."""
     small = s < SMALL_S.get(s.dtype, 1e-3)
-    safe = torch.where(small, torch.ones_like(s), s)  # the unselected branch's gradient must stay finite
+    # Each branch gets its argument only where it is selected: the unselected one's gradient, times the where's
+    # zero, must stay finite (the series overflows past s = 1e13, which far keys in float32 reach).
+    safe = torch.where(small, torch.ones_like(s), s)
+    tiny = torch.where(small, s, torch.zeros_like(s))
     root = torch.sqrt(safe)
     angle = torch.asinh(root)
-    value = 4 * torch.where(small, s * _series(ASINH_SQ_SERIES, s), angle.square())
+    value = 4 * torch.where(small, tiny * _series(ASINH_SQ_SERIES, tiny), angle.square())
     if not slope:
         return value
-    derivative = 4 * torch.where(small, _series(ASINH_SQ_SLOPE_SERIES, s), angle / (root * torch.sqrt(1 + safe)))
+    derivative = 4 * torch.where(small, _series(ASINH_SQ_SLOPE_SERIES, tiny), angle / (root * torch.sqrt(1 + safe)))
     return value, derivative
 
 
@@ -84,7 +89,8 @@ def clip_to_ball(x: torch.Tensor, radius: float) -> torch.Tensor:
     scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
     scaled = x / scale
     norm = torch.linalg.vector_norm(scaled, dim=-1, keepdim=True)
-    safe_norm = torch.where(norm > 0, norm, torch.ones_like(norm))
+    # At 0 the factor is min(1, radius / radius) = 1: the derivative of the identity, as everywhere inside.
+    safe_norm = torch.where(norm > 0, norm, torch.full_like(norm, radius))
     return scaled * torch.minimum(scale, radius / safe_norm)
 
 
@@ -107,8 +113,8 @@ class PoincareBall(KeySpace):
     def _gap_product(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """(1 - |x|^2)(1 - |y|^2), each factor floored at the dtype's machine epsilon.
 
-        The floor means a point on or beyond the sphere (not a key) lies at a large, finite distance instead of an
-        infinite or NaN one.
+        The floor means a point on or beyond the sphere (not a key) lies at a large, finite distance, with a
+        finite gradient, instead of an infinite or NaN one.
         """
         self._check_shape(x, y)
         eps = torch.finfo(x.dtype).eps
@@ -141,7 +147,8 @@ class PoincareBall(KeySpace):
         distances between slots shrink, explodes. This map is one-to-one, with a derivative that is bounded and
         finite at 0."""
         self._check_shape(raw)
-        norm = torch.linalg.vector_norm(raw, dim=-1, keepdim=True)
+        scale = power_of_two_scale(raw)  # a float32 norm overflows past 1e19, and would put such keys at the centre
+        norm = scale * torch.linalg.vector_norm(raw / scale, dim=-1, keepdim=True)
         return _at_distance(raw, norm, RANDOM_ACCESS_RADIUS * torch.tanh(norm / RANDOM_ACCESS_RADIUS))
 
     def off_space_reason(self, x: torch.Tensor) -> str | None:
@@ -152,7 +159,8 @@ class PoincareBall(KeySpace):
         return None
 
     def random(self, *batch, dtype=None, device=None, generator=None) -> torch.Tensor:
-        """Keys at hyperbolic distance |v| from the centre in the direction of v, v standard normal in R^n."""
+        """Keys at hyperbolic distance |v| from the centre in the direction of v, v standard normal in R^n, and
+        `project`ed: in high dimension (|v| near sqrt(n) > 7.6) most of them land on the margin's sphere."""
         v = random_tensor((*batch, self.dim), dtype=dtype, device=device, generator=generator)
         norm = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
         return self.project(_at_distance(v, norm, norm))

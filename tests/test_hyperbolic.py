@@ -95,6 +95,29 @@ def test_near_the_boundary_the_distance_is_not_clamped():
         assert torch.isfinite(grad).all() and grad[0] > 1e4  # pushing x outward moves it far away
 
 
+def test_far_apart_keys_have_finite_gradients_in_float32():
+    """Opposite keys at norm 1 - 1e-7 are keys (strictly inside) about 33 apart; s = sinh(d / 2)^2 is near 1e14
+    there, where the series of the unselected branch overflows."""
+    ball = PoincareBall(2)
+    x = torch.tensor([[0.9999999, 0.0]], requires_grad=True)
+    y = -x.detach()
+    ball.check(x.detach())
+    x64 = x.detach().double().numpy()
+    expected = arcosh_distance(x64, -x64)
+    squared = ball.dist2(x, y)
+    assert squared.item() == pytest.approx(expected[0] ** 2, rel=1e-3)
+    (grad,) = torch.autograd.grad(squared.sum(), x)
+    assert torch.isfinite(grad).all() and grad[0, 0] > 0  # pushing x outward takes it further from y
+
+
+def test_projection_is_the_identity_at_the_centre_too():
+    """Inside the ball `project` is the identity, and so is its derivative, the centre included."""
+    ball = PoincareBall(2)
+    for point in (torch.zeros(2, dtype=F64), torch.tensor([1e-8, 0.0], dtype=F64)):
+        jacobian = torch.autograd.functional.jacobian(ball.project, point)
+        assert torch.equal(jacobian, torch.eye(2, dtype=F64))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_projection_keeps_keys_strictly_inside(dtype):
     ball = PoincareBall(2)
@@ -226,6 +249,19 @@ def test_far_translations_leave_keys_inside_the_disk(dtype):
     assert torch.isfinite(mobius_group.key_space.dist2(key, mobius_group.key_space.origin(dtype=dtype)))
 
 
+def test_far_elements_act_and_log_without_overflow_in_float32():
+    """A translation of length 90 has entries near 1.7e19, whose squares overflow float32: the action still sends
+    the centre along the real axis to the margin, and log still returns the length."""
+    mobius_group = groups.get("mobius")
+    far = mobius_group.exp(torch.tensor([0.0, 45.0, 0.0]))
+    assert torch.isfinite(far).all() and far[0] > 1e19
+    moved = mobius_group.act(far, torch.tensor([0.0, 0.0]))
+    torch.testing.assert_close(moved, torch.tensor([1 - interior_margin(torch.float32), 0.0]))
+    # log(exp(xi)) = xi for a translation of length 100 with a quarter turn (|xi|^2 - theta^2 > 0: hyperbolic).
+    xi = torch.tensor([0.4, 30.0, -40.0])
+    torch.testing.assert_close(mobius_group.log(mobius_group.exp(xi)), xi, rtol=1e-5, atol=1e-5)
+
+
 def test_random_access_keys_fill_a_ball_of_bounded_radius_one_to_one():
     """The key of raw output v lies at distance R tanh(|v| / R) from the centre, along v: about |v| for small
     outputs, never past R, and two outputs of one direction never name one key, as clipping would make them."""
@@ -241,7 +277,11 @@ def test_random_access_keys_fill_a_ball_of_bounded_radius_one_to_one():
     torch.testing.assert_close(directions, torch.tensor([[0.6, -0.8]], dtype=F64).expand(7, 2))
     (grad,) = torch.autograd.grad(keys.sum(), raw)
     assert torch.isfinite(grad).all() and grad[0].abs().max() == pytest.approx(0.5)  # the derivative 1/2 at 0
-    ball.check(ball.random_access_key(torch.tensor([[1e30, 1e30], [-3.0, 4.0]])))  # float32 too, inside the ball
+    # In float32 the norm of (1e30, 1e30) overflows; the key is still at distance R tanh(inf) = R, along (1, 1).
+    huge = ball.random_access_key(torch.tensor([[1e30, 1e30], [-3.0, 4.0]]))
+    ball.check(huge)
+    expected = math.tanh(radius / 2) / math.sqrt(2)
+    torch.testing.assert_close(huge[0], torch.tensor([expected, expected]))
 
 
 def test_heads_aim_at_the_ball_s_random_access_key_and_other_spaces_keep_the_paper_s():
