@@ -23,6 +23,7 @@ from liemem.config import ConfigError
 from liemem.models import LANTMConfig, LieAccessMachine
 from liemem.plots import (
     KINDS,
+    Chart,
     MemoryRecording,
     chart,
     curves,
@@ -414,6 +415,37 @@ def test_the_poincare_disk_is_drawn_as_a_disk():
     np.testing.assert_allclose(written, recording.keys[1:])
     assert (np.linalg.norm(recording.keys, axis=-1) < 1).all()
     assert chart(manifolds.PoincareBall(3), np.zeros((2, 3))).sphere  # the 3-ball inside its sphere
+
+
+def test_a_product_is_drawn_factor_by_factor():
+    """S^2 x R: the sphere in 3-D and the line against time, each panel with its own factor's coordinates."""
+    task, inputs, targets = copy_example()
+    recording = record(build_model("product", task.vocab_size), task, inputs, targets)
+    sphere_ax, line_ax = draw("trail", recording, []).axes
+    assert sphere_ax.name == "3d" and line_ax.name != "3d"
+    assert sphere_ax.get_title().startswith("factor 1 of 2") and line_ax.get_title().endswith("Euclidean(n=1)")
+    written = len(inputs) - 1
+    np.testing.assert_allclose(np.column_stack(sphere_ax.lines[0].get_data_3d()), recording.keys[1:, :3])
+    line_writes = np.column_stack(line_ax.lines[0].get_data())
+    np.testing.assert_allclose(line_writes, np.column_stack((recording.keys[1:, 3], np.arange(written))))
+    reads = np.column_stack(line_ax.lines[2].get_data())  # the answer steps' read positions on the line
+    np.testing.assert_allclose(reads[:, 0], recording.read_positions[written:, 3])
+
+
+def test_a_product_with_a_chart_of_its_own_is_drawn_in_one_panel():
+    class Banded(manifolds.ProductSpace):
+        pass
+
+    @chart.register(Banded)
+    def _(key_space, points):
+        return Chart(np.asarray(points)[:, :2], ("a", "b"))
+
+    task, inputs, targets = copy_example()
+    recording = record(build_model("product", task.vocab_size), task, inputs, targets)
+    banded = recording._replace(key_space=Banded(manifolds.Sphere(3), manifolds.Euclidean(1)))
+    (ax,) = draw("trail", banded, []).axes
+    assert ax.get_xlabel() == "a" and ax.get_title().startswith("head trails in Banded")
+    np.testing.assert_allclose(np.column_stack(ax.lines[0].get_data()), recording.keys[1:, :2])
 
 
 def test_a_trail_refuses_axes_of_the_wrong_kind_before_drawing():

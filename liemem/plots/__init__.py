@@ -11,7 +11,7 @@ from .heatmap import plot_read_weights
 from .recording import MemoryRecording, record
 from .run import FORMATS, KINDS, draw, plot_run
 from .timeline import plot_timeline
-from .trail import plot_trail, trail_chart
+from .trail import plot_trail, trail_chart, trail_panels
 
 __all__ = [
     "FORMATS",
@@ -29,4 +29,5 @@ __all__ = [
     "principal_components",
     "record",
     "trail_chart",
+    "trail_panels",
 ]

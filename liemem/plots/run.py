@@ -25,7 +25,7 @@ from .curves import curves, plot_learning_curves
 from .heatmap import plot_read_weights
 from .recording import MemoryRecording, record
 from .timeline import plot_timeline
-from .trail import plot_trail, trail_chart
+from .trail import plot_trail, trail_panels
 
 KINDS = ("all", "trail", "timeline", "heatmap", "curves")
 FORMATS = ("png", "svg", "pdf")
@@ -155,18 +155,26 @@ def draw(kind: str, recording: MemoryRecording | None, records: list[dict], labe
 def _draw(kind: str, recording: MemoryRecording | None, records: list[dict], labels) -> Figure:
     if kind == "all":
         return _draw_all(recording, records, labels)
-    figure = Figure(figsize=(8, 6.5), layout="constrained")
+    panels = trail_panels(recording) if kind == "trail" else []
+    figure = Figure(figsize=(1.5 + 6.5 * max(1, len(panels)), 6.5), layout="constrained")
     if kind == "curves":
         loss_ax, score_ax = figure.subplots(2, 1, sharex=True, height_ratios=(1, 2))
         plot_learning_curves(loss_ax, score_ax, records, *labels)
     elif kind == "trail":
-        view = trail_chart(recording)
-        plot_trail(figure.add_subplot(projection="3d" if view.three_d else None), recording, view)
+        _trails(figure, figure.add_gridspec(1, 1)[0, 0], panels)
     elif kind == "timeline":
         plot_timeline(figure.add_subplot(), recording)
     else:
         _heatmaps(figure, figure.add_gridspec(1, 1)[0, 0], recording)
     return figure
+
+
+def _trails(figure: Figure, cell, panels) -> None:
+    """The trail panels (`trail_panels`) side by side in `cell`, each on 3-D axes where its view needs them."""
+    grid = cell.subgridspec(1, len(panels))
+    for column, (recording, view, title) in enumerate(panels):
+        ax = figure.add_subplot(grid[0, column], projection="3d" if view.three_d else None)
+        plot_trail(ax, recording, view, title)
 
 
 def _heatmaps(figure: Figure, cell, recording: MemoryRecording) -> None:
@@ -186,8 +194,7 @@ def _draw_all(recording: MemoryRecording | None, records: list[dict], labels) ->
     if lie_access:
         figure = Figure(figsize=(14, 11), layout="constrained")
         grid = figure.add_gridspec(2, 2)
-        view = trail_chart(recording)
-        plot_trail(figure.add_subplot(grid[0, 0], projection="3d" if view.three_d else None), recording, view)
+        _trails(figure, grid[0, 0], trail_panels(recording))
         plot_timeline(figure.add_subplot(grid[0, 1]), recording)
         _heatmaps(figure, grid[1, 0], recording)
         cell = grid[1, 1]

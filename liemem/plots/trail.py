@@ -2,7 +2,8 @@
 
 The write head (red) leaves one memory slot per input step: a circle filled by its strength (black is strong)
 and labelled with the symbol stored. The read head (blue) is drawn solid over the answer steps and dotted over
-the input steps. The view comes from `charts.chart`, so any key space, a user's included, can be drawn.
+the input steps. The view comes from `charts.chart`, so any key space, a user's included, can be drawn; a
+product of key spaces is drawn factor by factor, one panel each (`trail_panels`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 
 import numpy as np
 from matplotlib import colormaps
+
+import manifolds
 
 from .charts import Chart, chart
 from .recording import MemoryRecording
@@ -34,6 +37,32 @@ def trail_chart(recording: MemoryRecording) -> Chart:
     return view
 
 
+def trail_panels(recording: MemoryRecording) -> list[tuple[MemoryRecording, Chart, str]]:
+    """What a trail picture draws, as (recording, view, title) per panel: one panel for most key spaces, and one
+    per factor for a `ProductSpace` without a chart of its own, each in its factor's view (S^2 x R: the sphere,
+    and the line against time), so that no principal plane mixes the factors' coordinates."""
+    _require_trail(recording)
+    space = recording.key_space
+    whole = [(recording, trail_chart(recording), f"head trails in {space!r}")]
+    if not isinstance(space, manifolds.ProductSpace) or chart.dispatch(type(space)) is not chart.dispatch(
+        manifolds.KeySpace
+    ):
+        return whole
+    panels = []
+    ends = np.cumsum(space.sizes)
+    for index, (factor, end) in enumerate(zip(space.factors, ends, strict=True)):
+        part = slice(end - factor.dim, end)
+        factor_recording = recording._replace(
+            key_space=factor,
+            keys=recording.keys[:, part],
+            read_positions=recording.read_positions[:, part],
+            write_positions=None if recording.write_positions is None else recording.write_positions[:, part],
+        )
+        title = f"factor {index + 1} of {len(ends)}\n{factor!r}"
+        panels.append((factor_recording, trail_chart(factor_recording), title))
+    return panels
+
+
 def _require_trail(recording: MemoryRecording) -> None:
     if not recording.lie_access:
         raise TypeError("a key-space trail needs a Lie-access model: this recording has no head positions")
@@ -54,7 +83,7 @@ def _line(ax, coords: np.ndarray, view: Chart, **style):
     return ax.plot(*coords.T, **style)
 
 
-def plot_trail(ax, recording: MemoryRecording, view: Chart | None = None):
+def plot_trail(ax, recording: MemoryRecording, view: Chart | None = None, title: str | None = None):
     """Draw the heads' trails on `ax` (a 3-D axes when `trail_chart(recording).three_d`); returns `ax`.
 
     Keys of one coordinate are drawn against time: slot t + 1 on row t, where input step t wrote it, and the read
@@ -120,7 +149,7 @@ def plot_trail(ax, recording: MemoryRecording, view: Chart | None = None):
         ax.set_aspect("equal", adjustable="box" if view.period is not None else "datalim")
     for axis, label in zip("xyz", labels, strict=False):
         getattr(ax, f"set_{axis}label")(label)
-    ax.set_title(f"head trails in {recording.key_space!r}", fontsize=10)
+    ax.set_title(f"head trails in {recording.key_space!r}" if title is None else title, fontsize=10)
     ax.legend(loc="best", fontsize=7, framealpha=0.8)
     return ax
 
