@@ -43,11 +43,9 @@ def trail_panels(recording: MemoryRecording) -> list[tuple[MemoryRecording, Char
     and the line against time), so that no principal plane mixes the factors' coordinates."""
     _require_trail(recording)
     space = recording.key_space
-    whole = [(recording, trail_chart(recording), f"head trails in {space!r}")]
-    if not isinstance(space, manifolds.ProductSpace) or chart.dispatch(type(space)) is not chart.dispatch(
-        manifolds.KeySpace
-    ):
-        return whole
+    own_chart = chart.dispatch(type(space)) is not chart.dispatch(manifolds.KeySpace)
+    if not isinstance(space, manifolds.ProductSpace) or own_chart:
+        return [(recording, trail_chart(recording), f"head trails in {space!r}")]
     panels = []
     ends = np.cumsum(space.sizes)
     for index, (factor, end) in enumerate(zip(space.factors, ends, strict=True)):
